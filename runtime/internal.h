@@ -1,0 +1,223 @@
+/*
+ * troupe internals shared by the runtime's files (tr__ names).
+ */
+#ifndef TR_INTERNAL_H
+#define TR_INTERNAL_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "troupe.h"
+
+#include "mpsc.h"
+#include "msgpool.h"
+#include "rcu.h"
+#include "runq.h"
+
+#define TR__CHUNK_BITS 10u /* actor records per chunk: 1024 (128 KiB) */
+#define TR__CHUNK_SIZE (1u << TR__CHUNK_BITS)
+#define TR__NCHUNKS (TR_ACTORS_MAX / TR__CHUNK_SIZE)
+#define TR__IDX_CACHE 64u   /* free actor slots a worker keeps */
+#define TR__DEAD_BATCH 64u  /* dead actors per call_rcu */
+#define TR__LIFO_STREAK 3u  /* consecutive next-slot runs while others wait */
+#define TR__INJECT_EVERY 61u /* scheduling ticks between inject-queue checks */
+
+/* ---- actor references: system slot (8) | generation (32) | actor slot (24) ---- */
+static inline uint64_t tr__ref_make(unsigned sys_slot, uint32_t gen, uint32_t idx)
+{
+	return ((uint64_t)sys_slot << 56) | ((uint64_t)gen << 24) | idx;
+}
+static inline unsigned tr__ref_sys(uint64_t id) { return (unsigned)(id >> 56); }
+static inline uint32_t tr__ref_idx(uint64_t id) { return (uint32_t)(id & (TR_ACTORS_MAX - 1)); }
+
+/* ---- actor record ---- */
+enum { TR__A_STOPPING = 1u };
+
+/* One system message kind so far: stop, with the cleanup reason as payload. */
+enum { TR__SYS_STOP = 1u };
+
+typedef struct tr__actor {
+	/* Line 0: written and read by senders. */
+	alignas(TR__CACHELINE) _Atomic(uintptr_t) mb_head;
+	_Atomic uint64_t ident;   /* the tr_ref id while alive, 0 otherwise */
+	tr__link mb_stub;
+	tr__link run_link;        /* node in the inject queue */
+	_Atomic uint32_t mb_count; /* user messages queued (bounded mailboxes) */
+	uint32_t mb_capacity;      /* 0: unbounded */
+	uint32_t overflow_wait_ms;
+	uint8_t overflow;          /* tr_overflow */
+
+	/* Line 1: only the thread running the actor (or reclaiming it). */
+	alignas(TR__CACHELINE) tr__link *mb_tail;
+	union {
+		struct {
+			tr_behaviour behaviour;
+			void *state;
+			tr_cleanup_fn cleanup;
+		} live;
+		struct {
+			struct rcu_head rcu;
+			struct tr__actor *next; /* dead batch */
+			tr_system *sys;
+		} dead;
+	} u;
+	uint32_t idx; /* constant: slot number */
+	uint32_t gen; /* generation of the next incarnation */
+	uint32_t flags;
+	int32_t stop_reason;
+} tr__actor;
+
+static inline tr__mpsc_ends tr__mbox(tr__actor *a)
+{
+	return (tr__mpsc_ends){&a->mb_head, &a->mb_tail, &a->mb_stub};
+}
+
+/* ---- counters: kept per worker with plain relaxed stores, summed on read ---- */
+enum {
+	TR__C_SENT,
+	TR__C_DELIVERED,
+	TR__C_UNDELIVERED,
+	TR__C_DEAD_LETTERS,
+	TR__C_REJECTED_FULL,
+	TR__C_SPAWNED,
+	TR__C_STOPPED,
+	TR__C_RUNS,
+	TR__C_STEALS,
+	TR__C_PARKS,
+	TR__C_WAKEUPS,
+	TR__C_COUNT
+};
+
+typedef struct tr__counters {
+	alignas(TR__CACHELINE) _Atomic uint64_t c[TR__C_COUNT];
+} tr__counters;
+
+/* ---- worker ---- */
+typedef struct tr__worker {
+	tr__ring ring; /* shared with thieves */
+	alignas(TR__CACHELINE) _Atomic uint32_t sleep; /* 1 while parked; futex word */
+
+	/* owner only */
+	alignas(TR__CACHELINE) tr_system *sys;
+	tr__actor *next_slot; /* actor woken by this worker's last send: runs next */
+	unsigned streak;
+	unsigned tick;
+	uint32_t rng;
+	unsigned index;
+	tr__actor *dead;      /* stopped actors waiting for one call_rcu */
+	unsigned ndead;
+	unsigned nidx;
+	uint32_t idx_cache[TR__IDX_CACHE];
+	tr__mcache cache;
+	pthread_t thread;
+
+	tr__counters ctr;
+} tr__worker;
+
+/* ---- system ---- */
+enum {
+	TR__S_CREATED,
+	TR__S_RUNNING,
+	TR__S_DRAINING, /* shutdown began: sends and spawns refused */
+	TR__S_STOPPING, /* actors stopped: workers exit when idle */
+	TR__S_DONE
+};
+
+struct tr_system {
+	uint64_t uid; /* process-unique, never reused */
+	unsigned slot;
+	unsigned nworkers;
+	tr_config cfg;
+	uint32_t gen_seed;
+	tr__worker *workers;
+	struct call_rcu_data *crdp;
+
+	alignas(TR__CACHELINE) _Atomic int state;
+	_Atomic bool abort; /* immediate shutdown: stop actors without delivering */
+	_Atomic uint32_t parked;
+	_Atomic uint32_t searching;
+	_Atomic uint32_t mb_waiters; /* senders blocked on full mailboxes */
+	_Atomic unsigned wake_rr;
+
+	tr__inject inject;
+	tr__msgpool pool;
+	tr__counters ext; /* counters of threads that are not workers (atomic adds) */
+
+	/* actor table: chunks are published once and live until destroy */
+	alignas(TR__CACHELINE) pthread_mutex_t table_mu;
+	uint32_t next_fresh; /* never-used slots start here */
+	uint32_t nfree;
+	uint32_t free_cap;
+	uint32_t *free_idx;
+	_Atomic(tr__actor *) *chunks; /* TR__NCHUNKS entries */
+
+	pthread_mutex_t shutdown_mu;
+};
+
+/* ---- per-thread context ---- */
+typedef struct tr__tls {
+	tr__worker *worker; /* set on worker threads */
+	tr__actor *actor;   /* actor whose behaviour or init is running */
+	tr_system *sys;     /* system of `actor` (init may run off-worker) */
+	uint64_t self;      /* ident of `actor` */
+	/* message cache of a thread that is not a worker of the system it sends to */
+	uint64_t xuid;
+	tr_system *xsys;
+	tr__mcache xcache;
+} tr__tls;
+
+extern _Thread_local tr__tls tr__ctx;
+
+/* worker of `sys` on this thread, or NULL */
+static inline tr__worker *tr__my_worker(const tr_system *sys)
+{
+	tr__worker *w = tr__ctx.worker;
+	return (w && w->sys == sys) ? w : NULL;
+}
+
+/* ---- system.c ---- */
+tr_system *tr__system_lookup(unsigned slot); /* inside an RCU read-side section */
+uint64_t tr__counter_sum(const tr_system *sys, unsigned counter);
+
+/* Workers bump their own counters with a plain load and store (no RMW on a
+ * shared line); other threads add atomically to the system's `ext` set. */
+static inline void tr__count(tr_system *sys, unsigned counter, int64_t n)
+{
+	tr__worker *w = tr__my_worker(sys);
+
+	if (w) {
+		_Atomic uint64_t *p = &w->ctr.c[counter];
+		atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + (uint64_t)n,
+				      memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&sys->ext.c[counter], (uint64_t)n, memory_order_relaxed);
+	}
+}
+
+static inline tr__actor *tr__actor_at(tr_system *sys, uint32_t idx)
+{
+	tr__actor *chunk = atomic_load_explicit(&sys->chunks[idx >> TR__CHUNK_BITS],
+						memory_order_acquire);
+	return chunk ? &chunk[idx & (TR__CHUNK_SIZE - 1)] : NULL;
+}
+
+/* ---- actor.c ---- */
+tr_msg *tr__msg_alloc(tr_system *sys, unsigned cls);
+int tr__send_stop(tr_system *sys, tr__actor *a, uint64_t ident, int reason);
+/* Runs a batch; true if the actor must be rescheduled. */
+bool tr__actor_run(tr__worker *w, tr__actor *a);
+/* Stops every live actor of a never-started system on the calling thread. */
+void tr__actor_stop_all_unstarted(tr_system *sys);
+void tr__actor_flush_dead(tr__worker *w);
+
+/* ---- worker.c ---- */
+void tr__schedule(tr_system *sys, tr__actor *a);
+void tr__wake_all(tr_system *sys);
+void *tr__worker_main(void *arg);
+int tr__futex_wait(_Atomic uint32_t *addr, uint32_t expect, int64_t timeout_ns);
+void tr__futex_wake(_Atomic uint32_t *addr, int n);
+
+#endif /* TR_INTERNAL_H */
