@@ -1,4 +1,5 @@
 /* The README's example: two actors exchange messages, then shut down. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>

@@ -36,13 +36,13 @@ static tr__mcache *tr__cache_for(tr_system *sys)
 		return &w->cache;
 	if (c->xuid != sys->uid) {
 		if (c->xuid) {
-			tr_system *old = tr__system_lookup(c->xsys->slot);
-			if (old == c->xsys && old->uid == c->xuid)
+			tr_system *old = tr__system_lookup(c->xslot);
+			if (old && old->uid == c->xuid)
 				tr__mcache_flush(&old->pool, &c->xcache);
 		}
 		memset(&c->xcache, 0, sizeof(c->xcache));
 		c->xuid = sys->uid;
-		c->xsys = sys;
+		c->xslot = sys->slot;
 	}
 	return &c->xcache;
 }

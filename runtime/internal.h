@@ -164,8 +164,8 @@ typedef struct tr__tls {
 	tr_system *sys;     /* system of `actor` (init may run off-worker) */
 	uint64_t self;      /* ident of `actor` */
 	/* message cache of a thread that is not a worker of the system it sends to */
-	uint64_t xuid;
-	tr_system *xsys;
+	uint64_t xuid;   /* uid of the system the cache holds blocks of; 0: none */
+	unsigned xslot;  /* its table slot (the system itself may be gone) */
 	tr__mcache xcache;
 } tr__tls;
 

@@ -243,8 +243,8 @@ int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode)
 
 	if (!sys || (mode != TR_SHUTDOWN_GRACEFUL && mode != TR_SHUTDOWN_IMMEDIATE))
 		return TR_EINVAL;
-	if (tr__ctx.worker)
-		return TR_EWORKER;
+	if (tr__my_worker(sys))
+		return TR_EWORKER; /* it would wait for itself */
 	pthread_mutex_lock(&sys->shutdown_mu);
 	st = atomic_load_explicit(&sys->state, memory_order_relaxed);
 	if (st == TR__S_DONE)
@@ -278,7 +278,7 @@ void tr_system_destroy(tr_system **sys_p)
 {
 	tr_system *sys;
 
-	if (!sys_p || !*sys_p || tr__ctx.worker)
+	if (!sys_p || !*sys_p || tr__my_worker(*sys_p))
 		return;
 	sys = *sys_p;
 	tr_system_shutdown(sys, TR_SHUTDOWN_GRACEFUL);

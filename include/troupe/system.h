@@ -99,13 +99,15 @@ int tr_system_start(tr_system *sys);
 
 /*
  * tr_system_shutdown: stop the system (see tr_shutdown_mode) and join its
- * workers. Must be called from a thread that is not one of the system's
- * workers. Thread-safe (concurrent calls: the first one does the work,
+ * workers. Must not be called from one of this system's own workers (an
+ * actor of another system may call it; that worker blocks meanwhile).
+ * Thread-safe (concurrent calls: the first one does the work,
  * later ones wait for it), blocking. A system that was never started is
  * shut down at once: its actors' cleanup hooks run on the calling thread.
  * Afterwards every accepted message was either delivered or counted in
  * `undelivered`; sends return TR_ESHUTDOWN.
- * Errors: TR_EINVAL (NULL or bad mode), TR_EWORKER (called by a worker).
+ * Errors: TR_EINVAL (NULL or bad mode), TR_EWORKER (called by one of this
+ * system's workers).
  */
 int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode);
 
@@ -113,8 +115,8 @@ int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode);
  * tr_system_destroy: shut the system down gracefully if it still runs, free
  * everything it owns and set *sys_p to NULL. References into it become stale
  * (TR_EDEAD). Not thread-safe with other calls on the same system; blocking.
- * NULL or *sys_p NULL: no-op. Must not be called from its own workers
- * (it returns without doing anything in that case).
+ * NULL or *sys_p NULL: no-op. Called from one of this system's own workers
+ * it does nothing (it would wait for itself).
  */
 void tr_system_destroy(tr_system **sys_p);
 
