@@ -614,16 +614,23 @@ void tr__actor_stop_all_unstarted(tr_system *sys)
 		tr__actor *a = tr__actor_at(sys, i);
 		if (!atomic_load_explicit(&a->ident, memory_order_acquire))
 			continue;
+		tr__ctx.actor = a; /* cleanup sees tr_self(), as on a worker */
+		tr__ctx.sys = sys;
+		tr__ctx.self = atomic_load_explicit(&a->ident, memory_order_relaxed);
+		a->flags |= TR__A_STOPPING;
 		atomic_store_explicit(&a->ident, 0, memory_order_release);
 		if (a->u.live.cleanup)
 			a->u.live.cleanup(a->u.live.state, TR_ESHUTDOWN);
+		tr__ctx.actor = NULL;
+		tr__ctx.self = 0;
 		tr__count(sys, TR__C_STOPPED, 1);
-		a->flags = TR__A_STOPPING; /* marks "reset below" */
 	}
 	tr__rcu_synchronize();
 	for (uint32_t i = 0; i < end; i++) {
 		tr__actor *a = tr__actor_at(sys, i);
-		if (a->flags == TR__A_STOPPING) {
+		/* STOPPING marks the ones stopped above: without workers, any
+		 * earlier death was reset on the spot (tr__actor_bury) */
+		if (a->flags & TR__A_STOPPING) {
 			tr__actor_reset(sys, &mc, a);
 			tr__idx_release(sys, &a->idx, 1);
 		}

@@ -199,8 +199,8 @@ out:
 	return rc;
 }
 
-/* Shutdown polls counters: it is a cold path, and polling keeps the hot
- * paths free of any "last one out" signalling. */
+/* Shutdown polls the alive count: it is a cold path, and polling keeps the
+ * hot paths free of any "last one out" signalling. */
 static void tr__nap(unsigned *round)
 {
 	struct timespec ts = {0, (*round < 20 ? 50 : 1000) * 1000L};
@@ -208,15 +208,13 @@ static void tr__nap(unsigned *round)
 	nanosleep(&ts, NULL);
 }
 
-static int64_t tr__pending(const tr_system *sys)
+/* `stopped` first: every stopped actor was spawned before, so the later
+ * `spawned` read cannot be smaller. */
+static uint64_t tr__alive(const tr_system *sys)
 {
-	return (int64_t)(tr__counter_sum(sys, TR__C_SENT) - tr__counter_sum(sys, TR__C_DELIVERED) -
-			 tr__counter_sum(sys, TR__C_UNDELIVERED));
-}
-
-static int64_t tr__alive(const tr_system *sys)
-{
-	return (int64_t)(tr__counter_sum(sys, TR__C_SPAWNED) - tr__counter_sum(sys, TR__C_STOPPED));
+	uint64_t stopped = tr__counter_sum(sys, TR__C_STOPPED);
+	uint64_t spawned = tr__counter_sum(sys, TR__C_SPAWNED);
+	return spawned > stopped ? spawned - stopped : 0;
 }
 
 /* Sends every live actor a stop request. */
@@ -257,9 +255,9 @@ int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode)
 	if (st == TR__S_CREATED) {
 		tr__actor_stop_all_unstarted(sys);
 	} else {
-		if (mode == TR_SHUTDOWN_GRACEFUL)
-			while (tr__pending(sys) > 0)
-				tr__nap(&round);
+		/* Graceful needs no wait here: each stop request queues behind
+		 * every message its actor accepted, and nothing new is accepted.
+		 * Immediate mode makes actors stop at their next message. */
 		tr__stop_everyone(sys);
 		while (tr__alive(sys) > 0)
 			tr__nap(&round);
@@ -304,9 +302,9 @@ int tr_system_stats(const tr_system *sys, tr_stats *out)
 	out->undelivered = tr__counter_sum(sys, TR__C_UNDELIVERED);
 	out->dead_letters = tr__counter_sum(sys, TR__C_DEAD_LETTERS);
 	out->rejected_full = tr__counter_sum(sys, TR__C_REJECTED_FULL);
-	out->spawned = tr__counter_sum(sys, TR__C_SPAWNED);
 	out->stopped = tr__counter_sum(sys, TR__C_STOPPED);
-	out->alive = out->spawned - out->stopped;
+	out->spawned = tr__counter_sum(sys, TR__C_SPAWNED); /* after stopped: see tr__alive */
+	out->alive = out->spawned > out->stopped ? out->spawned - out->stopped : 0;
 	return TR_OK;
 }
 

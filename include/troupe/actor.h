@@ -32,7 +32,8 @@ typedef int (*tr_behaviour)(void *state, tr_msg *msg);
 typedef int (*tr_init_fn)(void *state);
 
 /* Runs exactly once when the actor stops, on the worker that stops it (or the
- * thread shutting down a never-started system). `reason`: TR_OK for a normal
+ * thread shutting down a never-started system). tr_self() still names the
+ * actor; sends to it already fail with TR_EDEAD. `reason`: TR_OK for a normal
  * stop (tr_stop, tr_stop_self), TR_ESHUTDOWN when the system shut it down,
  * else the failure code its behaviour returned. The runtime never frees
  * `state`; this hook may. */
@@ -46,7 +47,8 @@ typedef struct tr_actor_opts {
 	void *state;               /* user state, passed to every hook */
 	tr_init_fn init;           /* optional */
 	tr_cleanup_fn cleanup;     /* optional */
-	uint32_t mailbox_capacity; /* 0: system default; TR_MAILBOX_UNBOUNDED */
+	uint32_t mailbox_capacity; /* 0: system default; TR_MAILBOX_UNBOUNDED. Counts
+	                              user messages waiting, not the one being handled */
 	tr_overflow overflow;      /* used when mailbox_capacity is set here */
 	uint32_t overflow_wait_ms; /* used when mailbox_capacity is set here */
 } tr_actor_opts;
@@ -79,8 +81,9 @@ int tr_stop(tr_ref ref);
 /*
  * tr_stop_self: stop the calling actor once its current message returns; the
  * cleanup hook gets `reason` (TR_OK for a normal stop). Messages still queued
- * become undelivered dead letters. Wait-free.
- * Errors: TR_ENOTACTOR outside a behaviour or init hook.
+ * become undelivered dead letters. The first stop request wins; in a cleanup
+ * hook it is a no-op returning TR_OK. Wait-free.
+ * Errors: TR_ENOTACTOR outside a behaviour, init or cleanup hook.
  */
 int tr_stop_self(int reason);
 
