@@ -357,7 +357,7 @@ static int tr__send_msg(uint64_t id, uint32_t type, const void *data, size_t siz
 
 int tr_send(tr_ref to, uint32_t type, const void *data, size_t size)
 {
-	if (!to.id || (size && !data))
+	if (!to.id || (size && !data) || type >= TR_MSG_TYPE_RUNTIME)
 		return TR_EINVAL;
 	if (size > TR_MSG_INLINE_MAX)
 		return TR_E2BIG;
@@ -368,7 +368,7 @@ int tr_send_ptr(tr_ref to, uint32_t type, void **ptr_p, tr_dtor dtor)
 {
 	int rc;
 
-	if (!to.id || !ptr_p)
+	if (!to.id || !ptr_p || type >= TR_MSG_TYPE_RUNTIME)
 		return TR_EINVAL;
 	rc = tr__send_msg(to.id, type, NULL, 0, *ptr_p, dtor, true);
 	if (rc == TR_OK)

@@ -255,7 +255,7 @@ static void check_payload(tr_system *sys, size_t size)
 
 Test(message, payload_copied_at_size_boundaries)
 {
-	static const size_t sizes[] = { 0, 1, 40, 41, 104, 105, TR_MSG_INLINE_MAX };
+	static const size_t sizes[] = { 0, 1, 32, 33, 96, 97, TR_MSG_INLINE_MAX };
 	tr_system *sys = sys_start(1);
 
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
@@ -331,9 +331,12 @@ Test(message, type_and_none_sender_from_main_thread)
 
 	recorder_init(&r, 1);
 	to = spawn(sys, recorder_beh, &r);
-	send_ok(to, 0xFFFFFFFFu, "abc", 3);
+	/* the runtime's own types are refused; the largest user type is fine */
+	cr_assert_eq(tr_send(to, TR_MSG_TYPE_RUNTIME, "abc", 3), TR_EINVAL);
+	cr_assert_eq(tr_send(to, 0xFFFFFFFFu, "abc", 3), TR_EINVAL);
+	send_ok(to, TR_MSG_TYPE_RUNTIME - 1, "abc", 3);
 	cr_assert(tr_test_latch_wait(&r.got, WAIT_S));
-	cr_assert_eq(r.type, 0xFFFFFFFFu);
+	cr_assert_eq(r.type, TR_MSG_TYPE_RUNTIME - 1);
 	cr_assert(tr_ref_is_none(r.sender), "sender %#llx",
 		  (unsigned long long)r.sender.id);
 	sys_finish(&sys);

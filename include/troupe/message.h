@@ -29,11 +29,19 @@ extern "C" {
 typedef void (*tr_dtor)(void *ptr);
 
 /* The largest payload tr_send() copies into a message. */
-#define TR_MSG_INLINE_MAX 232u
+#define TR_MSG_INLINE_MAX 224u
+
+/* Message types from TR_MSG_TYPE_RUNTIME up are the runtime's (monitor and
+ * link notifications, see troupe/monitor.h); user sends with such a type
+ * are refused with TR_EINVAL. */
+#define TR_MSG_TYPE_RUNTIME 0xFFFF0000u
 
 /* Message flags (tr_msg.flags). TR_MSG_F_SYSTEM messages are the runtime's own. */
-#define TR_MSG_F_PTR 0x0001u    /* payload is a pointer (tr_send_ptr) */
-#define TR_MSG_F_SYSTEM 0x0002u /* runtime message; never bound, never counted */
+#define TR_MSG_F_PTR 0x0001u     /* payload is a pointer (tr_send_ptr) */
+#define TR_MSG_F_SYSTEM 0x0002u  /* runtime message; never bound, never counted */
+#define TR_MSG_F_REQUEST 0x0004u /* sent by tr_ask*: answer with tr_reply */
+#define TR_MSG_F_REPLY 0x0008u   /* answers the request with the same corr */
+#define TR_MSG_F_TIMER 0x0010u   /* sent by a timer; corr is the timer id */
 #define TR__MSG_F_CLASS_SHIFT 8 /* bits 8..9: pool size class */
 
 /* Intrusive queue link; the runtime's (mailboxes and run queues use it). */
@@ -44,6 +52,7 @@ typedef struct tr__link {
 typedef struct tr_msg {
 	tr__link link; /* mailbox link: the runtime's; must stay first */
 	tr_ref sender;                 /* TR_REF_NONE if sent from outside an actor */
+	uint64_t corr;                 /* correlation id of a request or reply */
 	uint32_t type;                 /* user type tag */
 	uint16_t flags;
 	uint16_t size; /* payload size in bytes (inline); 0 for pointer payloads */
@@ -108,7 +117,8 @@ static inline void *tr_msg_take(tr_msg *m)
  * Returns TR_OK once the message is accepted: it will be delivered, or, if
  * the receiver stops first, destroyed and counted as an undelivered dead
  * letter. Errors (nothing is sent):
- *   TR_EINVAL       data is NULL while size > 0, or `to` is TR_REF_NONE
+ *   TR_EINVAL       data is NULL while size > 0, `to` is TR_REF_NONE, or
+ *                   type >= TR_MSG_TYPE_RUNTIME
  *   TR_E2BIG        size > TR_MSG_INLINE_MAX (use tr_send_ptr)
  *   TR_EDEAD        `to` is stale or stopped; counted as a dead letter
  *   TR_EFULL        bounded mailbox full (worker sender, or reject policy)
