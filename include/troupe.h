@@ -13,6 +13,10 @@
 #include "troupe/message.h"
 #include "troupe/system.h"
 #include "troupe/actor.h"
+#include "troupe/timer.h"
+#include "troupe/ask.h"
+#include "troupe/monitor.h"
+#include "troupe/supervisor.h"
 
 #define TROUPE_VERSION_MAJOR 0
 #define TROUPE_VERSION_MINOR 1

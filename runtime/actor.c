@@ -52,6 +52,11 @@ tr_msg *tr__msg_alloc(tr_system *sys, unsigned cls)
 	return tr__mcache_alloc(&sys->pool, tr__cache_for(sys), cls);
 }
 
+void tr__msg_free(tr_system *sys, tr_msg *m)
+{
+	tr__mcache_free(&sys->pool, tr__cache_for(sys), m);
+}
+
 static void tr__msg_release(tr_system *sys, tr__mcache *mc, tr_msg *m)
 {
 	if ((m->flags & TR_MSG_F_PTR) && m->u.p.ptr && m->u.p.dtor)
@@ -59,13 +64,20 @@ static void tr__msg_release(tr_system *sys, tr__mcache *mc, tr_msg *m)
 	tr__mcache_free(&sys->pool, mc, m);
 }
 
-/* Destroys a message that was accepted but will never be delivered. */
-static void tr__msg_discard(tr_system *sys, tr__mcache *mc, tr_msg *m)
+/* Destroys a message that was accepted by actor `a` (stopped with
+ * a->stop_reason) but will never be delivered. Timer messages were never
+ * counted as sent; runtime messages are never counted; requests, monitors
+ * and links still get their answer. */
+static void tr__msg_discard(tr_system *sys, tr__mcache *mc, tr__actor *a, tr_msg *m)
 {
-	if (!(m->flags & TR_MSG_F_SYSTEM)) {
+	if (m->flags & TR_MSG_F_TIMER)
+		(void)tr__timer_on_deliver(sys, m); /* frees a one-shot's timer */
+	else if (!(m->flags & TR_MSG_F_SYSTEM)) {
 		tr__count(sys, TR__C_UNDELIVERED, 1);
 		tr__count(sys, TR__C_DEAD_LETTERS, 1);
 	}
+	if (m->flags & (TR_MSG_F_SYSTEM | TR_MSG_F_REQUEST))
+		tr__ext_on_discard(sys, m, tr__actor_ref(sys, a), a->stop_reason);
 	tr__msg_release(sys, mc, m);
 }
 
@@ -76,7 +88,7 @@ static void tr__mbox_discard(tr_system *sys, tr__mcache *mc, tr__actor *a)
 	tr__link *l;
 
 	while ((l = tr__mpsc_pop(tr__mbox(a))) != NULL && l != TR__MPSC_RETRY)
-		tr__msg_discard(sys, mc, (tr_msg *)l);
+		tr__msg_discard(sys, mc, a, (tr_msg *)l);
 }
 
 /* ---------------------------------------------------------- actor slots */
@@ -161,6 +173,7 @@ static void tr__actor_reset(tr_system *sys, tr__mcache *mc, tr__actor *a)
 	tr__mbox_discard(sys, mc, a);
 	tr__mpsc_init(tr__mbox(a), true);
 	atomic_store_explicit(&a->mb_count, 0, memory_order_relaxed);
+	atomic_store_explicit(&a->killed, 0, memory_order_relaxed);
 	a->flags = 0;
 	if (++a->gen == 0)
 		a->gen = 1;
@@ -223,16 +236,14 @@ static void tr__actor_bury(tr_system *sys, tr__actor *a)
 
 /* ------------------------------------------------------------------ send */
 
-static uint64_t tr__now_ns(void)
+uint64_t tr__now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Resolves `id` to a live actor of a running system. Inside a read-side
- * section. Refusals that lose a message count as dead letters. */
-static int tr__resolve(uint64_t id, bool user, tr_system **sys_out, tr__actor **a_out)
+int tr__resolve(uint64_t id, bool user, bool any_state, tr_system **sys_out, tr__actor **a_out)
 {
 	tr_system *sys = tr__system_lookup(tr__ref_sys(id));
 	tr__actor *a;
@@ -241,7 +252,7 @@ static int tr__resolve(uint64_t id, bool user, tr_system **sys_out, tr__actor **
 	if (!sys)
 		return TR_EDEAD;
 	st = atomic_load_explicit(&sys->state, memory_order_acquire);
-	if (st != TR__S_RUNNING) {
+	if (st != TR__S_RUNNING && !any_state) {
 		if (st == TR__S_CREATED)
 			return TR_ENOTSTARTED;
 		if (user)
@@ -297,21 +308,46 @@ static void tr__wait_for_room(tr_system *sys, tr__actor *a, uint64_t ns)
 	tr__rcu_read_unlock();
 }
 
-static int tr__send_msg(uint64_t id, uint32_t type, const void *data, size_t size, void *ptr,
-			tr_dtor dtor, bool is_ptr)
+int tr__post(tr_system *sys, tr__actor *a, uint16_t flags, uint32_t type, uint64_t corr,
+	     const void *data, size_t size)
+{
+	tr_msg *m = tr__msg_alloc(sys, (flags & TR_MSG_F_PTR) ? 0 : tr__msg_class_for(size));
+
+	if (!m)
+		return TR_ENOMEM;
+	m->flags |= flags;
+	m->sender.id = tr__ctx.self;
+	m->corr = corr;
+	m->type = type;
+	if (flags & TR_MSG_F_PTR) {
+		m->size = 0;
+		memcpy(&m->u.p, data, sizeof(m->u.p));
+	} else {
+		m->size = (uint16_t)size;
+		if (size)
+			memcpy(m->u.bytes, data, size);
+	}
+	if (tr__mpsc_push(&a->mb_head, &m->link))
+		tr__schedule(sys, a);
+	return TR_OK;
+}
+
+int tr__send_msg(uint64_t id, uint16_t flags, uint64_t corr, uint32_t type, const void *data,
+		 size_t size, void *ptr, tr_dtor dtor)
 {
 	uint64_t deadline = 0;
 	tr_system *sys;
 	tr__actor *a;
-	tr_msg *m;
+	bool bounded;
 	int rc;
 
 	for (;;) {
 		tr__rcu_read_lock();
-		rc = tr__resolve(id, true, &sys, &a);
+		rc = tr__resolve(id, true, false, &sys, &a);
 		if (rc != TR_OK)
 			break;
-		if (a->mb_capacity && !tr__try_admit(a)) {
+		bounded = a->mb_capacity && !(flags & TR_MSG_F_REPLY);
+		if (bounded && !tr__try_admit(a)) {
 			if (a->overflow == TR_OVERFLOW_WAIT && !tr__ctx.worker) {
 				uint64_t now = tr__now_ns();
 				if (!deadline)
@@ -327,30 +363,34 @@ static int tr__send_msg(uint64_t id, uint32_t type, const void *data, size_t siz
 			tr__count(sys, TR__C_REJECTED_FULL, 1);
 			break;
 		}
-		m = tr__msg_alloc(sys, is_ptr ? 0 : tr__msg_class_for(size));
-		if (!m) {
-			if (a->mb_capacity)
+		if (flags & TR_MSG_F_PTR) {
+			struct { void *ptr; tr_dtor dtor; } p = {ptr, dtor};
+			rc = tr__post(sys, a, flags, type, corr, &p, 0);
+		} else {
+			rc = tr__post(sys, a, flags, type, corr, data, size);
+		}
+		if (rc != TR_OK) {
+			if (bounded)
 				atomic_fetch_sub_explicit(&a->mb_count, 1, memory_order_relaxed);
-			rc = TR_ENOMEM;
 			break;
 		}
-		m->sender.id = tr__ctx.self;
-		m->type = type;
-		if (is_ptr) {
-			m->flags |= TR_MSG_F_PTR;
-			m->size = 0;
-			m->u.p.ptr = ptr;
-			m->u.p.dtor = dtor;
-		} else {
-			m->size = (uint16_t)size;
-			if (size)
-				memcpy(m->u.bytes, data, size);
-		}
-		if (tr__mpsc_push(&a->mb_head, &m->link))
-			tr__schedule(sys, a);
 		tr__count(sys, TR__C_SENT, 1);
 		break;
 	}
+	tr__rcu_read_unlock();
+	return rc;
+}
+
+int tr__send_sys(uint64_t to, uint32_t kind, uint64_t corr, const void *data, size_t size)
+{
+	tr_system *sys;
+	tr__actor *a;
+	int rc;
+
+	tr__rcu_read_lock();
+	rc = tr__resolve(to, false, true, &sys, &a);
+	if (rc == TR_OK)
+		rc = tr__post(sys, a, TR_MSG_F_SYSTEM, kind, corr, data, size);
 	tr__rcu_read_unlock();
 	return rc;
 }
@@ -361,7 +401,7 @@ int tr_send(tr_ref to, uint32_t type, const void *data, size_t size)
 		return TR_EINVAL;
 	if (size > TR_MSG_INLINE_MAX)
 		return TR_E2BIG;
-	return tr__send_msg(to.id, type, data, size, NULL, NULL, false);
+	return tr__send_msg(to.id, 0, 0, type, data, size, NULL, NULL);
 }
 
 int tr_send_ptr(tr_ref to, uint32_t type, void **ptr_p, tr_dtor dtor)
@@ -370,7 +410,7 @@ int tr_send_ptr(tr_ref to, uint32_t type, void **ptr_p, tr_dtor dtor)
 
 	if (!to.id || !ptr_p || type >= TR_MSG_TYPE_RUNTIME)
 		return TR_EINVAL;
-	rc = tr__send_msg(to.id, type, NULL, 0, *ptr_p, dtor, true);
+	rc = tr__send_msg(to.id, TR_MSG_F_PTR, 0, type, NULL, 0, *ptr_p, dtor);
 	if (rc == TR_OK)
 		*ptr_p = NULL;
 	return rc;
@@ -380,19 +420,8 @@ int tr_send_ptr(tr_ref to, uint32_t type, void **ptr_p, tr_dtor dtor)
  * section, with `a` resolved by the caller. */
 int tr__send_stop(tr_system *sys, tr__actor *a, uint64_t ident, int reason)
 {
-	tr_msg *m = tr__msg_alloc(sys, 0);
-
 	(void)ident;
-	if (!m)
-		return TR_ENOMEM;
-	m->flags |= TR_MSG_F_SYSTEM;
-	m->type = TR__SYS_STOP;
-	m->sender.id = tr__ctx.self;
-	m->size = sizeof(reason);
-	memcpy(m->u.bytes, &reason, sizeof(reason));
-	if (tr__mpsc_push(&a->mb_head, &m->link))
-		tr__schedule(sys, a);
-	return TR_OK;
+	return tr__post(sys, a, TR_MSG_F_SYSTEM, TR__SYS_STOP, 0, &reason, sizeof(reason));
 }
 
 int tr_stop(tr_ref ref)
@@ -404,9 +433,29 @@ int tr_stop(tr_ref ref)
 	if (!ref.id)
 		return TR_EINVAL;
 	tr__rcu_read_lock();
-	rc = tr__resolve(ref.id, false, &sys, &a);
+	rc = tr__resolve(ref.id, false, false, &sys, &a);
 	if (rc == TR_OK)
 		rc = tr__send_stop(sys, a, ref.id, TR_OK);
+	tr__rcu_read_unlock();
+	return rc;
+}
+
+int tr_kill(tr_ref ref)
+{
+	tr_system *sys;
+	tr__actor *a;
+	int rc;
+
+	if (!ref.id)
+		return TR_EINVAL;
+	tr__rcu_read_lock();
+	rc = tr__resolve(ref.id, false, false, &sys, &a);
+	if (rc == TR_OK) {
+		/* the flag skips whatever is queued; the message makes sure an
+		 * idle actor runs to notice it */
+		atomic_store_explicit(&a->killed, 1, memory_order_relaxed);
+		rc = tr__post(sys, a, TR_MSG_F_SYSTEM, TR__SYS_KILL, 0, NULL, 0);
+	}
 	tr__rcu_read_unlock();
 	return rc;
 }
@@ -462,6 +511,7 @@ int tr_spawn_opts(tr_system *sys, const tr_actor_opts *o, tr_ref *out)
 	a->overflow_wait_ms = wait_ms;
 	a->flags = 0;
 	a->stop_reason = TR_OK;
+	a->ext = NULL;
 	/* An actor with an init hook starts "scheduled", so messages sent to it
 	 * during init wait until init returned. */
 	if (o->init)
@@ -482,6 +532,9 @@ int tr_spawn_opts(tr_system *sys, const tr_actor_opts *o, tr_ref *out)
 		tr__ctx.self = saved.self;
 		if (rc != TR_OK) {
 			atomic_store_explicit(&a->ident, 0, memory_order_release);
+			a->stop_reason = rc;
+			if (a->ext)
+				tr__ext_on_stop(sys, a, id, rc);
 			tr__count(sys, TR__C_SPAWNED, -1);
 			tr__actor_bury(sys, a);
 			return rc;
@@ -502,11 +555,14 @@ static void tr__actor_stop(tr__worker *w, tr__actor *a, int reason)
 	tr_cleanup_fn cleanup = a->u.live.cleanup;
 	void *state = a->u.live.state;
 
+	a->stop_reason = reason;
 	atomic_store_explicit(&a->ident, 0, memory_order_release);
 	if (a->mb_capacity && atomic_load_explicit(&sys->mb_waiters, memory_order_seq_cst))
 		tr__futex_wake(&a->mb_count, INT_MAX);
 	if (cleanup)
 		cleanup(state, reason);
+	if (a->ext)
+		tr__ext_on_stop(sys, a, tr__ctx.self, reason);
 	tr__count(sys, TR__C_STOPPED, 1);
 	tr__mbox_discard(sys, &w->cache, a);
 	tr__actor_bury(sys, a);
@@ -534,12 +590,45 @@ tr_system *tr_self_system(void)
 	return tr__ctx.worker ? tr__ctx.worker->sys : NULL;
 }
 
-static void tr__request_stop(tr__actor *a, int reason)
+void tr__actor_request_stop(tr__actor *a, int reason)
 {
 	if (!(a->flags & TR__A_STOPPING)) {
 		a->flags |= TR__A_STOPPING;
 		a->stop_reason = reason;
 	}
+}
+
+/* Hands one message to the actor: runtime messages to the runtime, replies
+ * to the continuation waiting for them, the rest to the behaviour. */
+static int tr__deliver(tr__worker *w, tr__actor *a, tr_msg *m)
+{
+	tr_system *sys = w->sys;
+	int rc;
+
+	if (m->flags & TR_MSG_F_SYSTEM) {
+		if (!(m->flags & TR_MSG_F_TIMER) || tr__timer_on_deliver(sys, m))
+			return tr__sys_dispatch(w, a, m);
+		return TR_OK;
+	}
+	if (m->flags & TR_MSG_F_REPLY)
+		return tr__ask_on_reply(w, a, m);
+	if (m->flags & TR_MSG_F_TIMER) {
+		if (!tr__timer_on_deliver(sys, m))
+			return TR_OK; /* cancelled while queued */
+		tr__count(sys, TR__C_SENT, 1); /* timer messages count once handled */
+	} else if (a->mb_capacity) {
+		atomic_fetch_sub_explicit(&a->mb_count, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&sys->mb_waiters, memory_order_seq_cst))
+			tr__futex_wake(&a->mb_count, 1);
+	}
+	rc = a->u.live.behaviour(a->u.live.state, m);
+	tr__count(sys, TR__C_DELIVERED, 1);
+	/* a server that fails on a request it did not answer: the asker
+	 * learns "receiver down" now rather than at its timeout */
+	if ((m->flags & (TR_MSG_F_REQUEST | TR__MSG_F_REPLIED)) == TR_MSG_F_REQUEST &&
+	    (rc != 0 || (a->flags & TR__A_STOPPING) || atomic_load_explicit(&a->killed, memory_order_relaxed)))
+		tr__ext_on_discard(sys, m, tr__ctx.self, rc ? rc : a->stop_reason);
+	return rc;
 }
 
 bool tr__actor_run(tr__worker *w, tr__actor *a)
@@ -561,34 +650,26 @@ bool tr__actor_run(tr__worker *w, tr__actor *a)
 	while (!(a->flags & TR__A_STOPPING) && n < batch) {
 		tr__link *l;
 		tr_msg *m;
+		int rc;
 
+		if (atomic_load_explicit(&a->killed, memory_order_relaxed)) {
+			tr__actor_request_stop(a, TR_EKILLED);
+			break;
+		}
 		if (atomic_load_explicit(&sys->abort, memory_order_relaxed)) {
-			tr__request_stop(a, TR_ESHUTDOWN);
+			tr__actor_request_stop(a, TR_ESHUTDOWN);
 			break;
 		}
 		l = tr__mpsc_pop(q);
 		if (!l || l == TR__MPSC_RETRY)
 			break;
 		m = (tr_msg *)l;
-		if (m->flags & TR_MSG_F_SYSTEM) {
-			int reason;
-			memcpy(&reason, m->u.bytes, sizeof(reason));
-			tr__request_stop(a, reason);
-			tr__mcache_free(&sys->pool, &w->cache, m);
-		} else {
-			int rc;
+		if (!(m->flags & TR_MSG_F_SYSTEM))
 			n++;
-			if (a->mb_capacity) {
-				atomic_fetch_sub_explicit(&a->mb_count, 1, memory_order_seq_cst);
-				if (atomic_load_explicit(&sys->mb_waiters, memory_order_seq_cst))
-					tr__futex_wake(&a->mb_count, 1);
-			}
-			rc = a->u.live.behaviour(a->u.live.state, m);
-			tr__count(sys, TR__C_DELIVERED, 1);
-			tr__msg_release(sys, &w->cache, m);
-			if (rc != 0)
-				tr__request_stop(a, rc);
-		}
+		rc = tr__deliver(w, a, m);
+		tr__msg_release(sys, &w->cache, m);
+		if (rc != 0)
+			tr__actor_request_stop(a, rc);
 		if (l == snapshot)
 			break;
 	}
@@ -619,8 +700,11 @@ void tr__actor_stop_all_unstarted(tr_system *sys)
 		tr__ctx.self = atomic_load_explicit(&a->ident, memory_order_relaxed);
 		a->flags |= TR__A_STOPPING;
 		atomic_store_explicit(&a->ident, 0, memory_order_release);
+		a->stop_reason = TR_ESHUTDOWN;
 		if (a->u.live.cleanup)
 			a->u.live.cleanup(a->u.live.state, TR_ESHUTDOWN);
+		if (a->ext)
+			tr__ext_on_stop(sys, a, tr__ctx.self, TR_ESHUTDOWN);
 		tr__ctx.actor = NULL;
 		tr__ctx.self = 0;
 		tr__count(sys, TR__C_STOPPED, 1);

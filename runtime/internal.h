@@ -36,8 +36,31 @@ static inline uint32_t tr__ref_idx(uint64_t id) { return (uint32_t)(id & (TR_ACT
 /* ---- actor record ---- */
 enum { TR__A_STOPPING = 1u };
 
-/* One system message kind so far: stop, with the cleanup reason as payload. */
-enum { TR__SYS_STOP = 1u };
+/* Runtime message kinds (the `type` of a TR_MSG_F_SYSTEM message). */
+enum {
+	TR__SYS_STOP = 1u,    /* payload: int reason */
+	TR__SYS_KILL,         /* wakes a killed actor; the flag does the rest */
+	TR__SYS_ASK_DONE,     /* corr: request; payload: int status (no reply) */
+	TR__SYS_ASK_TICK,     /* a request deadline may have passed */
+	TR__SYS_MONITOR,      /* sender watches the receiver */
+	TR__SYS_DEMONITOR,
+	TR__SYS_LINK,         /* sender linked itself to the receiver */
+	TR__SYS_UNLINK,
+	TR__SYS_EXIT,         /* link signal; payload: tr_down */
+	TR__SYS_DOWN,         /* monitor notification; payload: tr_down */
+};
+
+/* Internal message flags. */
+#define TR__MSG_F_FUTURE 0x0020u  /* the request came from a future (corr = its id) */
+#define TR__MSG_F_REPLIED 0x0040u /* tr_reply answered this request */
+
+/* Messages that went through a bounded mailbox's admission. */
+static inline bool tr__msg_bounded(const tr_msg *m)
+{
+	return !(m->flags & (TR_MSG_F_SYSTEM | TR_MSG_F_REPLY | TR_MSG_F_TIMER));
+}
+
+struct tr__ext;
 
 typedef struct tr__actor {
 	/* Line 0: written and read by senders. */
@@ -49,6 +72,7 @@ typedef struct tr__actor {
 	uint32_t mb_capacity;      /* 0: unbounded */
 	uint32_t overflow_wait_ms;
 	uint8_t overflow;          /* tr_overflow */
+	_Atomic uint8_t killed;    /* tr_kill: stop before the next message */
 
 	/* Line 1: only the thread running the actor (or reclaiming it). */
 	alignas(TR__CACHELINE) tr__link *mb_tail;
@@ -64,8 +88,9 @@ typedef struct tr__actor {
 			tr_system *sys;
 		} dead;
 	} u;
+	struct tr__ext *ext; /* requests, monitors, links; NULL until first used */
 	uint32_t idx; /* constant: slot number */
-	uint32_t gen; /* generation of the next incarnation */
+	uint32_t gen; /* generation of the current (or, once reset, next) incarnation */
 	uint32_t flags;
 	int32_t stop_reason;
 } tr__actor;
@@ -88,6 +113,8 @@ enum {
 	TR__C_STEALS,
 	TR__C_PARKS,
 	TR__C_WAKEUPS,
+	TR__C_LATE_REPLIES,
+	TR__C_TIMERS_FIRED,
 	TR__C_COUNT
 };
 
@@ -155,6 +182,9 @@ struct tr_system {
 	_Atomic(tr__actor *) *chunks; /* TR__NCHUNKS entries */
 
 	pthread_mutex_t shutdown_mu;
+
+	struct tr__timers *timers;   /* timer service (timer.c) */
+	struct tr__futures *futures; /* future slots (future.c) */
 };
 
 /* ---- per-thread context ---- */
@@ -206,12 +236,72 @@ static inline tr__actor *tr__actor_at(tr_system *sys, uint32_t idx)
 
 /* ---- actor.c ---- */
 tr_msg *tr__msg_alloc(tr_system *sys, unsigned cls);
+void tr__msg_free(tr_system *sys, tr_msg *m); /* into the calling thread's cache */
+/* Resolves a reference to a live actor; inside a read-side section.
+ * `user`: count refusals as dead letters; `any_state`: accept a system
+ * that is not running (runtime messages during shutdown). */
+int tr__resolve(uint64_t id, bool user, bool any_state, tr_system **sys, tr__actor **a);
+/* Builds a message and pushes it (scheduling the actor if it was idle).
+ * Inside a read-side section, `a` resolved. No bound, no counting. */
+int tr__post(tr_system *sys, tr__actor *a, uint16_t flags, uint32_t type, uint64_t corr,
+	     const void *data, size_t size);
+/* Sends a runtime message to `to` from the calling actor (or nobody).
+ * Returns TR_EDEAD if `to` is gone. Lock-free. */
+int tr__send_sys(uint64_t to, uint32_t kind, uint64_t corr, const void *data, size_t size);
+/* The full user send path: validate, admit, post, count. */
+int tr__send_msg(uint64_t id, uint16_t flags, uint64_t corr, uint32_t type, const void *data,
+		 size_t size, void *ptr, tr_dtor dtor);
+uint64_t tr__now_ns(void);
+static inline uint64_t tr__actor_ref(tr_system *sys, const tr__actor *a)
+{
+	return tr__ref_make(sys->slot, a->gen, a->idx);
+}
 int tr__send_stop(tr_system *sys, tr__actor *a, uint64_t ident, int reason);
+/* The running actor stops after its current message (first request wins). */
+void tr__actor_request_stop(tr__actor *a, int reason);
 /* Runs a batch; true if the actor must be rescheduled. */
 bool tr__actor_run(tr__worker *w, tr__actor *a);
 /* Stops every live actor of a never-started system on the calling thread. */
 void tr__actor_stop_all_unstarted(tr_system *sys);
 void tr__actor_flush_dead(tr__worker *w);
+
+/* ---- ask.c / monitor.c: per-actor conversation state (owner only) ---- */
+typedef struct tr__ext tr__ext;
+tr__ext *tr__ext_get(tr__actor *a); /* allocates on first use; NULL on ENOMEM */
+/* Runs a runtime message addressed to the running actor `a`. Returns the
+ * behaviour-like result (non-zero: stop with it). May turn `m` into a
+ * user-visible message and hand it to the behaviour. */
+int tr__sys_dispatch(tr__worker *w, tr__actor *a, tr_msg *m);
+/* A reply for the running actor `a`; consumes nothing (caller frees m). */
+int tr__ask_on_reply(tr__worker *w, tr__actor *a, tr_msg *m);
+/* `a` stops with `reason`: tell watchers and links, drop pending requests,
+ * free the state. `self` is its reference. */
+void tr__ext_on_stop(tr_system *sys, tr__actor *a, uint64_t self, int reason);
+/* A message found in a dead actor's mailbox (`self`, stopped with `reason`):
+ * answers what must be answered (requests, monitors, links). */
+void tr__ext_on_discard(tr_system *sys, tr_msg *m, uint64_t self, int reason);
+
+/* ---- timer.c ---- */
+int tr__timers_init(tr_system *sys);
+int tr__timers_start(tr_system *sys);
+void tr__timers_stop(tr_system *sys);
+void tr__timers_free(tr_system *sys);
+/* Arms a one-shot runtime timer that sends runtime message `kind` to
+ * actor `to` (its corr carries the timer id). */
+int tr__timer_sys_after(tr_system *sys, uint64_t to, uint64_t delay_ns, uint32_t kind,
+			tr_timer *out);
+/* Arms a one-shot timer that completes future `fid` with TR_ETIMEDOUT. */
+int tr__timer_future_after(tr_system *sys, uint64_t fid, uint64_t delay_ns, tr_timer *out);
+/* A timer message is about to be handled (or dropped): true if it is still
+ * wanted (not cancelled); frees the timer of a one-shot. */
+bool tr__timer_on_deliver(tr_system *sys, tr_msg *m);
+
+/* ---- future.c ---- */
+int tr__futures_init(tr_system *sys);
+void tr__futures_free(tr_system *sys);
+/* Completes future `fid` (inside a read-side section). Takes `reply` on
+ * success; false if the future is gone or already complete. */
+bool tr__future_complete(uint64_t fid, int status, tr_msg *reply);
 
 /* ---- worker.c ---- */
 void tr__schedule(tr_system *sys, tr__actor *a);

@@ -60,11 +60,14 @@ void tr__rcu_synchronize(void);
 /* Queues fn(head) after a grace period on the caller's call_rcu thread. */
 void tr__rcu_call(struct rcu_head *head, void (*fn)(struct rcu_head *));
 
-/* First statement of every call_rcu callback. */
+/* First statement of every call_rcu callback. liburcu registers its
+ * call_rcu threads as readers itself; registering again would be an error,
+ * so callbacks that send (taking the read lock) must not try. */
 static inline void tr__rcu_cb_enter(struct rcu_head *head)
 {
 	TR__HB_ACQUIRE(head);
 	TR__HB_ACQUIRE(&tr__rcu_gp_sync);
+	tr__rcu_registered = true;
 }
 
 /* Last statement of every call_rcu callback. */

@@ -41,6 +41,7 @@ int tr_config_init(tr_config *cfg)
 	cfg->batch = TR_BATCH_DEFAULT;
 	cfg->overflow = TR_OVERFLOW_REJECT;
 	cfg->spin_us = 50;
+	cfg->ask_timeout_ms = 5000;
 	return TR_OK;
 }
 
@@ -82,6 +83,8 @@ static int tr__system_register(tr_system *sys)
 
 static void tr__system_free(tr_system *sys)
 {
+	tr__timers_free(sys);
+	tr__futures_free(sys);
 	if (sys->chunks) {
 		for (unsigned c = 0; c < TR__NCHUNKS; c++)
 			free(atomic_load_explicit(&sys->chunks[c], memory_order_relaxed));
@@ -116,6 +119,8 @@ int tr_system_new(const tr_config *cfg, tr_system **out)
 		c.batch = TR_BATCH_DEFAULT;
 	if (!c.spin_us)
 		c.spin_us = 50;
+	if (!c.ask_timeout_ms)
+		c.ask_timeout_ms = 5000;
 
 	sys = aligned_alloc(TR__CACHELINE, sizeof(*sys));
 	if (!sys)
@@ -145,6 +150,10 @@ int tr_system_new(const tr_config *cfg, tr_system **out)
 	}
 	tr__mpsc_init(tr__inject_ends(&sys->inject), false);
 	atomic_init(&sys->state, TR__S_CREATED);
+	if (tr__timers_init(sys) != TR_OK || tr__futures_init(sys) != TR_OK) {
+		tr__system_free(sys);
+		return TR_ENOMEM;
+	}
 	rc = tr__system_register(sys);
 	if (rc != TR_OK) {
 		tr__system_free(sys);
@@ -185,7 +194,7 @@ int tr_system_start(tr_system *sys)
 		if (pthread_create(&sys->workers[i].thread, NULL, tr__worker_main,
 				   &sys->workers[i]) != 0)
 			break;
-	if (i < sys->nworkers) {
+	if (i < sys->nworkers || tr__timers_start(sys) != TR_OK) {
 		tr__stop_workers(sys, i);
 		atomic_store_explicit(&sys->state, TR__S_CREATED, memory_order_seq_cst);
 		urcu_memb_call_rcu_data_free(sys->crdp);
@@ -262,6 +271,7 @@ int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode)
 		while (tr__alive(sys) > 0)
 			tr__nap(&round);
 		tr__stop_workers(sys, sys->nworkers);
+		tr__timers_stop(sys);
 		/* dead mailboxes are drained (and their letters counted) by
 		 * call_rcu callbacks; wait for the last of them */
 		tr__rcu_barrier();
@@ -305,6 +315,8 @@ int tr_system_stats(const tr_system *sys, tr_stats *out)
 	out->stopped = tr__counter_sum(sys, TR__C_STOPPED);
 	out->spawned = tr__counter_sum(sys, TR__C_SPAWNED); /* after stopped: see tr__alive */
 	out->alive = out->spawned > out->stopped ? out->spawned - out->stopped : 0;
+	out->late_replies = tr__counter_sum(sys, TR__C_LATE_REPLIES);
+	out->timers_fired = tr__counter_sum(sys, TR__C_TIMERS_FIRED);
 	return TR_OK;
 }
 

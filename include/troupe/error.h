@@ -28,7 +28,10 @@ extern "C" {
 	XX(ESTATE, -4006, "operation not valid in the current state")              \
 	XX(ENOTACTOR, -4007, "must be called from inside an actor")               \
 	XX(EWORKER, -4008, "must not be called from a worker thread")              \
-	XX(EFAILED, -4009, "actor behaviour failed")
+	XX(EFAILED, -4009, "actor failed (generic failure reason)")               \
+	XX(EAGAIN, -11, "not ready yet")                                           \
+	XX(EKILLED, -4010, "actor was killed")                                    \
+	XX(ESUPERVISOR, -4011, "supervisor gave up: restart intensity exceeded")
 
 typedef enum tr_error {
 	TR_OK = 0,

@@ -51,6 +51,7 @@ typedef struct tr_config {
 	tr_overflow overflow;      /* default policy for bounded mailboxes */
 	uint32_t overflow_wait_ms; /* default wait for TR_OVERFLOW_WAIT */
 	unsigned spin_us;          /* idle spin before a worker parks; 0: 50 us */
+	uint32_t ask_timeout_ms;   /* default request timeout; 0: 5000 ms */
 } tr_config;
 
 /* Counters of a whole system. Cheap to keep (per worker, summed when read). */
@@ -65,6 +66,8 @@ typedef struct tr_stats {
 	uint64_t spawned;        /* actors spawned */
 	uint64_t stopped;        /* actors stopped (cleanup ran) */
 	uint64_t alive;          /* spawned - stopped */
+	uint64_t late_replies;   /* replies that came after their request's outcome */
+	uint64_t timers_fired;   /* timer messages sent */
 } tr_stats;
 
 /* Counters of one worker thread. */
