@@ -17,6 +17,8 @@
 #include "troupe/ask.h"
 #include "troupe/monitor.h"
 #include "troupe/supervisor.h"
+#include "troupe/registry.h"
+#include "troupe/channel.h"
 
 #define TROUPE_VERSION_MAJOR 0
 #define TROUPE_VERSION_MINOR 1

@@ -270,19 +270,6 @@ int tr__resolve(uint64_t id, bool user, bool any_state, tr_system **sys_out, tr_
 	return TR_OK;
 }
 
-/* Takes a slot in a bounded mailbox; never blocks. */
-static bool tr__try_admit(tr__actor *a)
-{
-	uint32_t c = atomic_load_explicit(&a->mb_count, memory_order_relaxed);
-
-	while (c < a->mb_capacity)
-		if (atomic_compare_exchange_weak_explicit(&a->mb_count, &c, c + 1,
-							  memory_order_relaxed,
-							  memory_order_relaxed))
-			return true;
-	return false;
-}
-
 /* Sleeps until the mailbox count changes or `ns` pass. Called inside a
  * read-side section and returns outside it: a sleeper must not hold up
  * grace periods. The caller re-resolves everything afterwards. */

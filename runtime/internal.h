@@ -185,6 +185,10 @@ struct tr_system {
 
 	struct tr__timers *timers;   /* timer service (timer.c) */
 	struct tr__futures *futures; /* future slots (future.c) */
+	struct cds_lfht *names;      /* registry (registry.c) */
+	struct cds_lfht *channels;   /* channels by name (channel.c) */
+	struct tr__subs *_Atomic patterns; /* pattern subscriptions (channel.c) */
+	pthread_mutex_t pattern_mu;
 };
 
 /* ---- per-thread context ---- */
@@ -252,6 +256,18 @@ int tr__send_sys(uint64_t to, uint32_t kind, uint64_t corr, const void *data, si
 int tr__send_msg(uint64_t id, uint16_t flags, uint64_t corr, uint32_t type, const void *data,
 		 size_t size, void *ptr, tr_dtor dtor);
 uint64_t tr__now_ns(void);
+/* Takes a slot in a bounded mailbox; never blocks. */
+static inline bool tr__try_admit(tr__actor *a)
+{
+	uint32_t c = atomic_load_explicit(&a->mb_count, memory_order_relaxed);
+
+	while (c < a->mb_capacity)
+		if (atomic_compare_exchange_weak_explicit(&a->mb_count, &c, c + 1,
+							  memory_order_relaxed,
+							  memory_order_relaxed))
+			return true;
+	return false;
+}
 static inline uint64_t tr__actor_ref(tr_system *sys, const tr__actor *a)
 {
 	return tr__ref_make(sys->slot, a->gen, a->idx);
@@ -302,6 +318,25 @@ void tr__futures_free(tr_system *sys);
 /* Completes future `fid` (inside a read-side section). Takes `reply` on
  * success; false if the future is gone or already complete. */
 bool tr__future_complete(uint64_t fid, int status, tr_msg *reply);
+
+/* ---- registry.c / channel.c ---- */
+int tr__registry_init(tr_system *sys);
+void tr__registry_free(tr_system *sys);
+int tr__channels_init(tr_system *sys);
+void tr__channels_free(tr_system *sys);
+uint64_t tr__hash_name(const char *name, size_t len);
+/* Frees `head` with `fn` after a grace period: batched call_rcu on this
+ * system's workers, a synchronous grace period elsewhere (cold paths).
+ * Not inside a read-side section. */
+void tr__defer_free(tr_system *sys, struct rcu_head *head, void (*fn)(struct rcu_head *));
+/* Whether `id` names a live actor of `sys` (inside a read-side section). */
+static inline bool tr__ref_alive(tr_system *sys, uint64_t id)
+{
+	tr__actor *a;
+	if (tr__ref_sys(id) != sys->slot || !(a = tr__actor_at(sys, tr__ref_idx(id))))
+		return false;
+	return atomic_load_explicit(&a->ident, memory_order_acquire) == id;
+}
 
 /* ---- worker.c ---- */
 void tr__schedule(tr_system *sys, tr__actor *a);

@@ -76,4 +76,9 @@ static inline void tr__rcu_cb_leave(void) { TR__HB_RELEASE(&tr__rcu_cb_sync); }
 /* Waits until every callback queued so far (on any call_rcu thread) ran. */
 void tr__rcu_barrier(void);
 
+/* Annotations for objects published through cds_lfht: release before the
+ * insert, acquire after finding one (match callback, iteration). */
+#define TR__LFHT_PUBLISH(obj) TR__HB_RELEASE(obj)
+#define TR__LFHT_FOUND(obj) TR__HB_ACQUIRE(obj)
+
 #endif /* TR_RCU_H */

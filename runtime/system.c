@@ -81,8 +81,21 @@ static int tr__system_register(tr_system *sys)
 	return rc;
 }
 
+void tr__defer_free(tr_system *sys, struct rcu_head *head, void (*fn)(struct rcu_head *))
+{
+	if (tr__my_worker(sys)) {
+		tr__rcu_call(head, fn); /* this worker's call_rcu thread: batched */
+		return;
+	}
+	tr__rcu_synchronize();
+	TR__HB_RELEASE(head); /* what tr__rcu_call would have said */
+	fn(head);
+}
+
 static void tr__system_free(tr_system *sys)
 {
+	tr__registry_free(sys);
+	tr__channels_free(sys);
 	tr__timers_free(sys);
 	tr__futures_free(sys);
 	if (sys->chunks) {
@@ -95,6 +108,7 @@ static void tr__system_free(tr_system *sys)
 	tr__msgpool_fini(&sys->pool);
 	pthread_mutex_destroy(&sys->table_mu);
 	pthread_mutex_destroy(&sys->shutdown_mu);
+	pthread_mutex_destroy(&sys->pattern_mu);
 	free(sys);
 }
 
@@ -130,9 +144,11 @@ int tr_system_new(const tr_config *cfg, tr_system **out)
 	sys->nworkers = c.workers;
 	pthread_mutex_init(&sys->table_mu, NULL);
 	pthread_mutex_init(&sys->shutdown_mu, NULL);
+	pthread_mutex_init(&sys->pattern_mu, NULL);
 	if (tr__msgpool_init(&sys->pool) != TR_OK) {
 		pthread_mutex_destroy(&sys->table_mu);
 		pthread_mutex_destroy(&sys->shutdown_mu);
+		pthread_mutex_destroy(&sys->pattern_mu);
 		free(sys);
 		return TR_ENOMEM;
 	}
@@ -150,7 +166,8 @@ int tr_system_new(const tr_config *cfg, tr_system **out)
 	}
 	tr__mpsc_init(tr__inject_ends(&sys->inject), false);
 	atomic_init(&sys->state, TR__S_CREATED);
-	if (tr__timers_init(sys) != TR_OK || tr__futures_init(sys) != TR_OK) {
+	if (tr__timers_init(sys) != TR_OK || tr__futures_init(sys) != TR_OK ||
+	    tr__registry_init(sys) != TR_OK || tr__channels_init(sys) != TR_OK) {
 		tr__system_free(sys);
 		return TR_ENOMEM;
 	}

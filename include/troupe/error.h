@@ -31,7 +31,9 @@ extern "C" {
 	XX(EFAILED, -4009, "actor failed (generic failure reason)")               \
 	XX(EAGAIN, -11, "not ready yet")                                           \
 	XX(EKILLED, -4010, "actor was killed")                                    \
-	XX(ESUPERVISOR, -4011, "supervisor gave up: restart intensity exceeded")
+	XX(ESUPERVISOR, -4011, "supervisor gave up: restart intensity exceeded")   \
+	XX(EEXIST, -17, "name already taken")                                      \
+	XX(ENOENT, -2, "no such name or subscription")
 
 typedef enum tr_error {
 	TR_OK = 0,

@@ -42,12 +42,21 @@ typedef void (*tr_dtor)(void *ptr);
 #define TR_MSG_F_REQUEST 0x0004u /* sent by tr_ask*: answer with tr_reply */
 #define TR_MSG_F_REPLY 0x0008u   /* answers the request with the same corr */
 #define TR_MSG_F_TIMER 0x0010u   /* sent by a timer; corr is the timer id */
+#define TR_MSG_F_SHARED 0x0080u  /* payload is a tr_shared (channel fan-out) */
 #define TR__MSG_F_CLASS_SHIFT 8 /* bits 8..9: pool size class */
 
 /* Intrusive queue link; the runtime's (mailboxes and run queues use it). */
 typedef struct tr__link {
 	_Atomic(struct tr__link *) next;
 } tr__link;
+
+/* A payload shared, immutable, by every delivery of one publish
+ * (troupe/channel.h); freed when the last message holding it is done. */
+typedef struct tr_shared {
+	_Atomic uint32_t refs;
+	uint32_t size;
+	unsigned char data[];
+} tr_shared;
 
 typedef struct tr_msg {
 	tr__link link; /* mailbox link: the runtime's; must stay first */
@@ -74,29 +83,35 @@ static inline uint32_t tr_msg_type(const tr_msg *m) { return m->type; }
 /* Who sent it: an actor's reference, or TR_REF_NONE from a non-actor thread. */
 static inline tr_ref tr_msg_sender(const tr_msg *m) { return m->sender; }
 
-/* Inline payload and its size; NULL/0 for pointer payloads. */
+/* The payload and its size: inline bytes, or a published (shared) payload;
+ * NULL/0 for pointer payloads. Read-only. */
 static inline const void *tr_msg_data(const tr_msg *m)
 {
+	if (m->flags & TR_MSG_F_SHARED)
+		return ((const tr_shared *)m->u.p.ptr)->data;
 	return (m->flags & TR_MSG_F_PTR) ? NULL : (const void *)m->u.bytes;
 }
-static inline size_t tr_msg_size(const tr_msg *m) { return m->size; }
+static inline size_t tr_msg_size(const tr_msg *m)
+{
+	return (m->flags & TR_MSG_F_SHARED) ? ((const tr_shared *)m->u.p.ptr)->size : m->size;
+}
 
 /* Pointer payload, still owned by the message (borrowed); NULL if inline. */
 static inline void *tr_msg_ptr(const tr_msg *m)
 {
-	return (m->flags & TR_MSG_F_PTR) ? m->u.p.ptr : NULL;
+	return (m->flags & (TR_MSG_F_PTR | TR_MSG_F_SHARED)) == TR_MSG_F_PTR ? m->u.p.ptr : NULL;
 }
 
 /*
  * tr_msg_take: take ownership of a pointer payload. After this the runtime
  * will not call the payload's destructor; the caller owns the pointer.
  * Thread-safe for the receiver, wait-free. Returns the pointer, or NULL if
- * the payload is inline or was already taken.
+ * the payload is inline, shared (published) or was already taken.
  */
 static inline void *tr_msg_take(tr_msg *m)
 {
 	void *p;
-	if (!(m->flags & TR_MSG_F_PTR))
+	if ((m->flags & (TR_MSG_F_PTR | TR_MSG_F_SHARED)) != TR_MSG_F_PTR)
 		return NULL;
 	p = m->u.p.ptr;
 	m->u.p.ptr = NULL;

@@ -107,7 +107,8 @@ typedef struct tr_supervisor tr_supervisor;
  * handle for tr_supervisor_child / tr_supervisor_stats in *handle (valid
  * until tr_supervisor_release, even after the supervisor stopped). The
  * children are started, in order and on the calling thread, before it
- * returns; the system must be started (children are monitored at once).
+ * returns. Allowed before tr_system_start, like tr_spawn_opts: the children
+ * then run, and are watched, once the system starts.
  * Thread-safe (any thread, actors included); blocking as tr_spawn_opts and
  * the children's start functions are. Zero children is allowed.
  * Errors: TR_EINVAL (NULL sys/opts/out, bad strategy or restart type, a
