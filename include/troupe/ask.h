@@ -139,7 +139,10 @@ int tr_future_wait_all(tr_future *const *fs, size_t n, int64_t wait_ns);
 int tr_future_wait_any(tr_future *const *fs, size_t n, int64_t wait_ns, size_t *index);
 
 /* tr_future_destroy: free the future (and its reply); a still pending
- * request is abandoned: its later outcome is discarded. Sets *f to NULL. */
+ * request is abandoned: its later outcome is discarded. Sets *f to NULL.
+ * Futures live in their target's system: destroy them before the system
+ * (its shutdown completes any still pending with TR_EDEAD or
+ * TR_ESHUTDOWN, so nobody waits forever). */
 void tr_future_destroy(tr_future **f);
 
 #ifdef __cplusplus
