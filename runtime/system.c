@@ -273,11 +273,14 @@ int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode)
 	st = atomic_load_explicit(&sys->state, memory_order_relaxed);
 	if (st == TR__S_DONE)
 		goto out;
-	atomic_store_explicit(&sys->abort, mode == TR_SHUTDOWN_IMMEDIATE, memory_order_relaxed);
 	atomic_store_explicit(&sys->state, TR__S_DRAINING, memory_order_seq_cst);
 	/* After this grace period no send or spawn that saw the system
-	 * running is still in flight, so the counters only move toward done. */
+	 * running is still in flight, so the counters only move toward done.
+	 * Only then may immediate mode stop actors: a sender that saw the
+	 * system running must not find its target stopped by the shutdown
+	 * (it would get TR_EDEAD instead of TR_ESHUTDOWN). */
 	tr__rcu_synchronize();
+	atomic_store_explicit(&sys->abort, mode == TR_SHUTDOWN_IMMEDIATE, memory_order_relaxed);
 	if (st == TR__S_CREATED) {
 		tr__actor_stop_all_unstarted(sys);
 	} else {
