@@ -610,11 +610,16 @@ static int tr__deliver(tr__worker *w, tr__actor *a, tr_msg *m)
 	}
 	rc = a->u.live.behaviour(a->u.live.state, m);
 	tr__count(sys, TR__C_DELIVERED, 1);
-	/* a server that fails on a request it did not answer: the asker
-	 * learns "receiver down" now rather than at its timeout */
-	if ((m->flags & (TR_MSG_F_REQUEST | TR__MSG_F_REPLIED)) == TR_MSG_F_REQUEST &&
-	    (rc != 0 || (a->flags & TR__A_STOPPING) || atomic_load_explicit(&a->killed, memory_order_relaxed)))
-		tr__ext_on_discard(sys, m, tr__ctx.self, rc ? rc : a->stop_reason);
+	/* A request handled without an answer: if the server stops now, the
+	 * asker learns "receiver down" at once; otherwise the server keeps it
+	 * open (it may answer later via tr_reply_to) until it stops. */
+	if ((m->flags & (TR_MSG_F_REQUEST | TR__MSG_F_REPLIED)) == TR_MSG_F_REQUEST) {
+		if (rc != 0 || (a->flags & TR__A_STOPPING) ||
+		    atomic_load_explicit(&a->killed, memory_order_relaxed))
+			tr__ask_down(tr_msg_reply_to(m));
+		else
+			tr__ask_keep_open(a, m);
+	}
 	return rc;
 }
 

@@ -121,8 +121,56 @@ static uint32_t tr__pend_find(const tr__ext *x, uint64_t corr)
 	return e;
 }
 
+void tr__ask_down(tr_reply_addr to)
+{
+	int down = TR_EDEAD;
+
+	if (!to.to) {
+		tr__rcu_read_lock();
+		(void)tr__future_complete(to.corr, TR_EDEAD, NULL);
+		tr__rcu_read_unlock();
+	} else {
+		(void)tr__send_sys(to.to, TR__SYS_ASK_DONE, to.corr, &down, sizeof(down));
+	}
+}
+
+void tr__ask_keep_open(tr__actor *a, const tr_msg *m)
+{
+	tr__ext *x = tr__ext_get(a);
+
+	if (!x)
+		return; /* out of memory: that asker falls back on its timeout */
+	if (!x->open && !(x->open = malloc(TR__OPEN_MAX * sizeof(*x->open))))
+		return;
+	/* when full, the oldest goes: its asker has most likely timed out */
+	x->open[(x->open_head + x->nopen) % TR__OPEN_MAX] = tr_msg_reply_to(m);
+	if (x->nopen < TR__OPEN_MAX)
+		x->nopen++;
+	else
+		x->open_head = (x->open_head + 1) % TR__OPEN_MAX;
+}
+
+/* The running actor answered `to` itself: forget it. Newest first, since
+ * deferred answers usually come soon. */
+static void tr__ask_close(tr__actor *a, tr_reply_addr to)
+{
+	tr__ext *x = a->ext;
+
+	for (uint32_t i = x ? x->nopen : 0; i-- > 0;) {
+		tr_reply_addr *e = &x->open[(x->open_head + i) % TR__OPEN_MAX];
+		if (e->to == to.to && e->corr == to.corr) {
+			*e = x->open[(x->open_head + x->nopen - 1) % TR__OPEN_MAX];
+			x->nopen--;
+			return;
+		}
+	}
+}
+
 void tr__ask_free(tr__ext *x)
 {
+	for (uint32_t i = 0; i < x->nopen; i++)
+		tr__ask_down(x->open[(x->open_head + i) % TR__OPEN_MAX]);
+	free(x->open);
 	free(x->pend);
 	free(x->heap);
 }
@@ -137,8 +185,8 @@ static void tr__ask_arm(tr_system *sys, tr__ext *x, uint64_t now)
 	if (!x->nheap)
 		return;
 	first = x->pend[x->heap[0]].deadline;
-	if (x->tick_deadline && x->tick_deadline <= first)
-		return;
+	if (first == UINT64_MAX || (x->tick_deadline && x->tick_deadline <= first))
+		return; /* nothing will ever expire, or the armed tick comes first */
 	if (tr__timer_sys_after(sys, tr__ctx.self, first > now ? first - now : 0,
 				TR__SYS_ASK_TICK, NULL) == TR_OK)
 		x->tick_deadline = first;
@@ -180,7 +228,7 @@ static int tr__ask(tr_ref to, uint16_t flags, uint32_t type, const void *data, s
 	corr = (++x->seq << TR__PEND_BITS) | e;
 	rc = tr__send_msg(to.id, TR_MSG_F_REQUEST | flags, corr, type, data, size, ptr, dtor);
 	if (rc == TR_OK || rc == TR_EDEAD || rc == TR_ESHUTDOWN) {
-		x->pend[e] = (tr__pending){.corr = corr, .deadline = now + timeout_ns, .fn = fn,
+		x->pend[e] = (tr__pending){.corr = corr, .deadline = tr__deadline(now, timeout_ns), .fn = fn,
 					   .ctx = ctx, .heap_pos = x->nheap};
 		x->heap[x->nheap++] = e;
 		tr__heap_fix(x, x->nheap - 1);
@@ -326,6 +374,8 @@ static int tr__reply(tr_reply_addr to, uint16_t flags, uint32_t type, const void
 
 	if (!to.corr || type >= TR_MSG_TYPE_RUNTIME)
 		return TR_EINVAL;
+	if (tr__ctx.actor && tr__ctx.actor->ext && tr__ctx.actor->ext->nopen)
+		tr__ask_close(tr__ctx.actor, to);
 	if (!to.to)
 		return tr__reply_future(to.corr, flags, type, (flags & TR_MSG_F_PTR) ? (void *)&p : data,
 					size);

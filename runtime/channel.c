@@ -77,8 +77,11 @@ bool tr_topic_match(const char *p, const char *t)
 		t += tl;
 		if (!*p)
 			return !*t;
-		if (!*t) /* "a.#" matches "a": '#' may stand for no word */
-			return strcmp(p, ".#") == 0;
+		if (!*t) { /* "a.#" and "a.#.#" match "a": '#' may stand for no word */
+			while (p[0] == '.' && p[1] == '#' && (!p[2] || p[2] == '.'))
+				p += 2;
+			return !*p;
+		}
 		if (*t != '.')
 			return false;
 		p++;

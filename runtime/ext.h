@@ -38,6 +38,10 @@ struct tr__ext {
 	uint32_t nheap;
 	uint64_t seq;
 	uint64_t tick_deadline; /* 0: no deadline timer armed */
+	/* requests this actor received and has not answered yet (kept for its
+	 * stop, which answers them "receiver down"); a ring of the newest */
+	tr_reply_addr *open;
+	uint32_t nopen, open_head;
 	/* monitors and links */
 	tr__refs watchers;
 	tr__refs links;
@@ -50,7 +54,9 @@ bool tr__refs_has(const tr__refs *r, uint64_t id);
 void tr__refs_free(tr__refs *r);
 
 /* ask.c */
+#define TR__OPEN_MAX TR_OPEN_REQUESTS_MAX
 int tr__ask_on_sys(tr__worker *w, tr__actor *a, tr_msg *m); /* ASK_DONE, ASK_TICK */
+/* Answers every request it still holds with TR_EDEAD, frees the tables. */
 void tr__ask_free(tr__ext *x);
 
 #endif /* TR_EXT_H */

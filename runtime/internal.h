@@ -256,6 +256,11 @@ int tr__send_sys(uint64_t to, uint32_t kind, uint64_t corr, const void *data, si
 int tr__send_msg(uint64_t id, uint16_t flags, uint64_t corr, uint32_t type, const void *data,
 		 size_t size, void *ptr, tr_dtor dtor);
 uint64_t tr__now_ns(void);
+/* now + delay without wrapping: a huge timeout means "never". */
+static inline uint64_t tr__deadline(uint64_t now, uint64_t delay)
+{
+	return delay > UINT64_MAX - now ? UINT64_MAX : now + delay;
+}
 /* Takes a slot in a bounded mailbox; never blocks. */
 static inline bool tr__try_admit(tr__actor *a)
 {
@@ -290,6 +295,11 @@ tr__ext *tr__ext_get(tr__actor *a); /* allocates on first use; NULL on ENOMEM */
 int tr__sys_dispatch(tr__worker *w, tr__actor *a, tr_msg *m);
 /* A reply for the running actor `a`; consumes nothing (caller frees m). */
 int tr__ask_on_reply(tr__worker *w, tr__actor *a, tr_msg *m);
+/* The running actor handled request `m` without answering it: remember it
+ * so that its stop can answer "receiver down". */
+void tr__ask_keep_open(tr__actor *a, const tr_msg *m);
+/* Answers the request at `to` with TR_EDEAD (receiver down). */
+void tr__ask_down(tr_reply_addr to);
 /* `a` stops with `reason`: tell watchers and links, drop pending requests,
  * free the state. `self` is its reference. */
 void tr__ext_on_stop(tr_system *sys, tr__actor *a, uint64_t self, int reason);

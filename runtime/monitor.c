@@ -183,9 +183,11 @@ int tr__sys_dispatch(tr__worker *w, tr__actor *a, tr_msg *m)
 		return TR_OK;
 	case TR__SYS_EXIT:
 		memcpy(&d, m->u.bytes, sizeof(d));
-		if (x)
-			tr__refs_del(&x->links, d.who.id);
-		if (x && x->trap_exit)
+		/* only a link that still exists carries the signal: once
+		 * tr_unlink returned, the partner's exit has no effect */
+		if (!x || !tr__refs_del(&x->links, d.who.id))
+			return TR_OK;
+		if (x->trap_exit)
 			return tr__show(a, m, TR_MSG_EXIT);
 		if (d.reason != TR_OK)
 			tr__actor_request_stop(a, d.reason);
@@ -219,19 +221,11 @@ void tr__ext_on_stop(tr_system *sys, tr__actor *a, uint64_t self, int reason)
 void tr__ext_on_discard(tr_system *sys, tr_msg *m, uint64_t self, int reason)
 {
 	tr_down d = {{self}, reason};
-	int down = TR_EDEAD;
 
 	(void)sys;
-	if (m->flags & TR_MSG_F_REQUEST) {
-		if (m->flags & TR__MSG_F_FUTURE) {
-			tr__rcu_read_lock();
-			(void)tr__future_complete(m->corr, TR_EDEAD, NULL);
-			tr__rcu_read_unlock();
-		} else {
-			(void)tr__send_sys(m->sender.id, TR__SYS_ASK_DONE, m->corr, &down,
-					   sizeof(down));
-		}
-	} else if (m->type == TR__SYS_MONITOR) {
+	if (m->flags & TR_MSG_F_REQUEST)
+		tr__ask_down(tr_msg_reply_to(m));
+	else if (m->type == TR__SYS_MONITOR) {
 		(void)tr__send_sys(m->sender.id, TR__SYS_DOWN, 0, &d, sizeof(d));
 	} else if (m->type == TR__SYS_LINK) {
 		(void)tr__send_sys(m->sender.id, TR__SYS_EXIT, 0, &d, sizeof(d));

@@ -235,7 +235,7 @@ static int tr__arm(tr_system *sys, uint8_t kind, uint64_t target, uint64_t delay
 		proto->corr = id;
 	atomic_store_explicit(&s->inflight, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->state, tr__tstate(gen, TR__T_ARMED), memory_order_release);
-	rc = tr__theap_push(t, tr__now_ns() + delay_ns, id);
+	rc = tr__theap_push(t, tr__deadline(tr__now_ns(), delay_ns), id);
 	if (rc != TR_OK) {
 		atomic_store_explicit(&s->state, tr__tstate(gen + 1, TR__T_FREE), memory_order_relaxed);
 		tr__tslot_release(t, s);
@@ -341,6 +341,11 @@ int tr_timer_cancel(tr_timer tm)
 	if (s) {
 		st = atomic_load_explicit(&s->state, memory_order_acquire);
 		if (tr__tgen(st) == tr__id_gen(tm.id) && tr__tslot_retire(s, tr__id_gen(tm.id))) {
+			/* a timer dies with its target: if the target is gone
+			 * there was nothing left to cancel (the slot is freed
+			 * all the same) */
+			bool live = s->kind != TR__TK_ACTOR || tr__ref_alive(sys, s->target) ||
+				    tr__tphase(st) == TR__T_FIRED;
 			pthread_mutex_lock(&t->mu);
 			/* ARMED: the message was never sent, it is ours to free;
 			 * FIRED: it is in a mailbox and will be dropped there */
@@ -350,7 +355,7 @@ int tr_timer_cancel(tr_timer tm)
 			s->proto = NULL;
 			tr__tslot_release(t, s);
 			pthread_mutex_unlock(&t->mu);
-			rc = TR_OK;
+			rc = live ? TR_OK : TR_EDEAD;
 		}
 	}
 	tr__rcu_read_unlock();
@@ -412,7 +417,7 @@ static void tr__timer_fire(struct tr__timers *t, tr__tentry e, uint64_t now)
 	if (atomic_load_explicit(&s->state, memory_order_acquire) != armed)
 		return; /* cancelled or reused: a stale heap entry */
 	if (s->period) {
-		uint64_t next = e.deadline + s->period;
+		uint64_t next = tr__deadline(e.deadline, s->period);
 		if (next <= now) /* fell behind: skip to the next future tick */
 			next = now + s->period - (now - e.deadline) % s->period;
 		(void)tr__theap_push(t, next, e.id);
@@ -475,6 +480,10 @@ static void *tr__timer_main(void *arg)
 			continue;
 		}
 		now = tr__now_ns();
+		if (t->heap[0].deadline == UINT64_MAX) { /* only "never" is left */
+			pthread_cond_wait(&t->cv, &t->mu);
+			continue;
+		}
 		if (t->heap[0].deadline > now) {
 			struct timespec ts = {(time_t)(t->heap[0].deadline / 1000000000u),
 					      (long)(t->heap[0].deadline % 1000000000u)};

@@ -27,7 +27,7 @@ static const struct err_entry errs[] = {
 
 /* Codes troupe never returns: positive errnos, gaps in the -4000 range, extremes. */
 static const int unknown_codes[] = {
-	1, -1, 22, 4001, -4000, -4010, -4100, -9999, INT_MIN, INT_MAX,
+	1, -1, 22, 4001, -4000, -4050, -4100, -9999, INT_MIN, INT_MAX,
 };
 #define NUNKNOWN (sizeof(unknown_codes) / sizeof(unknown_codes[0]))
 

@@ -5,7 +5,9 @@
  * actor when the outcome is known. Exactly one outcome reaches it: the
  * reply; TR_ETIMEDOUT when no reply came within the request's timeout; or
  * TR_EDEAD ("receiver down") when the target was gone at send time or
- * stopped before answering. A reply arriving after the outcome was decided
+ * stopped before answering: with the request still queued, while handling
+ * it, or later while keeping it for a deferred answer (a server keeps up to
+ * TR_OPEN_REQUESTS_MAX unanswered requests; older ones time out). A reply arriving after the outcome was decided
  * is discarded and counted (tr_stats.late_replies). Every request has a
  * timeout: the system default (tr_config.ask_timeout_ms) or the call's.
  *
@@ -39,6 +41,8 @@ extern "C" {
  * is a behaviour's: non-zero fails the actor.
  */
 typedef int (*tr_reply_fn)(void *state, void *ctx, int status, tr_msg *reply);
+
+#define TR_OPEN_REQUESTS_MAX 1024u
 
 /*
  * tr_ask: send a copy of (type, data, size) to `to` as a request. Must be

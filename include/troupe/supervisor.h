@@ -33,8 +33,12 @@
  *  - When the supervisor stops for any other reason (tr_stop, a shutdown),
  *    its cleanup hook sends every live child a tr_stop and does not wait.
  *  - A child is monitored right after its start function returns; one that
- *    stops before that is seen down with reason TR_EDEAD, which counts as a
- *    failure (a transient child with such a short life is restarted).
+ *    has already stopped by then is seen down with reason TR_EDEAD, which
+ *    counts as a failure (a transient child with such a short life is
+ *    restarted).
+ *  - tr_supervisor_child publishes a child's reference only once it is
+ *    monitored, and TR_REF_NONE from the moment its DOWN is handled (or it is
+ *    asked to stop) until it runs again.
  *  - Messages other than its children's DOWNs sent to a supervisor are
  *    ignored.
  */
@@ -115,8 +119,9 @@ typedef struct tr_supervisor tr_supervisor;
  * spec without start function, children NULL with nchildren > 0,
  * max_restarts > 0 with period_ms 0), TR_ENOMEM, those of tr_spawn_opts;
  * a child whose first start fails makes the supervisor fail at once: the
- * children started before it are stopped again and its error is returned
- * (a positive one as TR_EFAILED).
+ * children started before it are stopped again (before tr_system_start,
+ * tr_stop cannot reach them: they stop with the system) and its error is
+ * returned (a positive one as TR_EFAILED).
  */
 int tr_supervisor_start(tr_system *sys, const tr_sup_opts *opts, tr_ref *out,
 			tr_supervisor **handle);
