@@ -411,6 +411,17 @@ int tr__send_stop(tr_system *sys, tr__actor *a, uint64_t ident, int reason)
 	return tr__post(sys, a, TR_MSG_F_SYSTEM, TR__SYS_STOP, 0, &reason, sizeof(reason));
 }
 
+/* Runtime requests (stop, kill) are accepted before start too, like
+ * monitor and link: they take effect once the system runs. */
+static int tr__resolve_request(uint64_t id, tr_system **sys, tr__actor **a)
+{
+	tr_system *s = tr__system_lookup(tr__ref_sys(id));
+
+	if (s && atomic_load_explicit(&s->state, memory_order_acquire) >= TR__S_DRAINING)
+		return TR_ESHUTDOWN;
+	return tr__resolve(id, false, true, sys, a);
+}
+
 int tr_stop(tr_ref ref)
 {
 	tr_system *sys;
@@ -420,7 +431,7 @@ int tr_stop(tr_ref ref)
 	if (!ref.id)
 		return TR_EINVAL;
 	tr__rcu_read_lock();
-	rc = tr__resolve(ref.id, false, false, &sys, &a);
+	rc = tr__resolve_request(ref.id, &sys, &a);
 	if (rc == TR_OK)
 		rc = tr__send_stop(sys, a, ref.id, TR_OK);
 	tr__rcu_read_unlock();
@@ -436,7 +447,7 @@ int tr_kill(tr_ref ref)
 	if (!ref.id)
 		return TR_EINVAL;
 	tr__rcu_read_lock();
-	rc = tr__resolve(ref.id, false, false, &sys, &a);
+	rc = tr__resolve_request(ref.id, &sys, &a);
 	if (rc == TR_OK) {
 		/* the flag skips whatever is queued; the message makes sure an
 		 * idle actor runs to notice it */

@@ -72,9 +72,10 @@ int tr_spawn(tr_system *sys, tr_behaviour behaviour, void *state, tr_ref *out);
  * tr_stop: ask actor `ref` to stop. The request is queued behind the messages
  * already in its mailbox (they are delivered first); messages arriving after
  * it are undelivered dead letters. Runtime messages are never bound by the
- * mailbox capacity. Thread-safe, lock-free.
+ * mailbox capacity, and are accepted before tr_system_start (they take
+ * effect once the system runs). Thread-safe, lock-free.
  * Errors: TR_EDEAD (stale or already stopped; not a dead letter),
- * TR_ENOTSTARTED, TR_ESHUTDOWN, TR_EINVAL (TR_REF_NONE).
+ * TR_ESHUTDOWN, TR_EINVAL (TR_REF_NONE).
  */
 int tr_stop(tr_ref ref);
 

@@ -9,6 +9,9 @@
  * mailbox bounds and are never dropped; a monitor or link to an actor that
  * is already gone answers at once (reason TR_EDEAD, "no such actor").
  *
+ * Order at a stop: the actor's cleanup hook runs first, then its watchers
+ * and links are notified, so a DOWN means the cleanup has finished.
+ *
  * Stop reasons everywhere: TR_OK (normal stop), TR_ESHUTDOWN (the system
  * shut down), TR_EKILLED (tr_kill), TR_EDEAD (was already gone), or the
  * failure code a behaviour returned / passed to tr_stop_self.
@@ -71,8 +74,9 @@ int tr_trap_exit(bool on);
 /*
  * tr_kill: stop `target` at once with reason TR_EKILLED: it does not handle
  * the messages queued before (they become undelivered dead letters) and
- * cannot trap it. Any thread; lock-free.
- * Errors: TR_EINVAL, TR_EDEAD, TR_ENOTSTARTED, TR_ESHUTDOWN.
+ * cannot trap it. Accepted before tr_system_start (it takes effect once the
+ * system runs). Any thread; lock-free.
+ * Errors: TR_EINVAL, TR_EDEAD, TR_ESHUTDOWN.
  */
 int tr_kill(tr_ref target);
 

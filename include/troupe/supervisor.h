@@ -75,7 +75,9 @@ typedef enum tr_strategy {
 typedef int (*tr_child_start_fn)(tr_system *sys, void *arg, tr_ref *out);
 
 typedef struct tr_child_spec {
-	const char *name; /* for diagnostics */
+	const char *name; /* NULL, or registered under this name (troupe/registry.h)
+	                     on every start, so a restarted child is found again;
+	                     a name held by another actor fails the start */
 	tr_child_start_fn start;
 	void *arg;
 	tr_restart restart;
