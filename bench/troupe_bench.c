@@ -4,14 +4,25 @@
  * Usage: troupe_bench WORKLOAD [N [X]]
  * Prints one line on stdout, the peers' format:
  *   peer=troupe bench=NAME n=N seconds=S rate=R
+ * `ask` appends p50_us=.. p99_us=.. as the peers do; `ask_open` appends
+ * p50_us, p99_us, p999_us and max_us.
  * Exit status: 0 ok, 1 wrong final count (or a runtime call failed),
  * 2 usage error, 3 timed out waiting for the result.
  *
- * Each workload does what caf_bench.cpp and peers_bench.erl do, with the same
- * sizes, the same timed span and the same checks. Messages carry one
- * uint64_t. The main thread is not an actor: actors hand it their result
- * through a latch (struct result) and it sleeps on a condition variable
- * meanwhile, as CAF's scoped_actor and Erlang's receive do.
+ * pingpong, ring and ask do what caf_bench.cpp and peers_bench.erl do, with
+ * the same sizes, the same timed span and the same checks. The peers have
+ * no counterpart of the others:
+ *   ask_open N X  N requests sent open loop at X per second (default
+ *                 200,000 and 200,000); latencies from each request's
+ *                 scheduled send time; rate is the one achieved
+ *   timers N      arm N one-shot timers (default 1,000,000) and cancel all
+ *                 but one in 1,000; n counts arms + cancels; a cancelled
+ *                 timer that fires fails the run
+ * Messages carry one uint64_t. Latencies go to a log-bucketed histogram
+ * (histogram.h, within 1% of the exact percentile). The main thread is not
+ * an actor: actors hand it their result through a latch (struct result)
+ * and it sleeps on a condition variable meanwhile, as CAF's scoped_actor
+ * and Erlang's receive do.
  *
  * Adding a workload: one bench_<name>() function and one row in benches[].
  */
@@ -28,6 +39,8 @@
 
 #include <troupe.h>
 
+#include "histogram.h"
+
 /* Upper bound for waiting on a result, as the peers (they are killed at 60 s). */
 #define WAIT_LIMIT_S 55
 
@@ -40,7 +53,11 @@ enum exit_code {
 
 /* User message types. */
 enum msg_type {
-	MSG_INT = 1, /* payload: one uint64_t */
+	MSG_INT = 1,  /* payload: one uint64_t */
+	MSG_TICK,     /* no payload: a periodic timer's tick (ask_open) */
+	MSG_MORE,     /* no payload: an actor's note to itself to go on */
+	MSG_FIRE,     /* uint64_t: the index of the timer that fired (timers) */
+	MSG_SENTINEL, /* no payload: the last timer of the timers workload */
 };
 
 static const char *bench_name = "-";
@@ -83,10 +100,20 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void report(uint64_t n, double secs)
+/* Latencies are taken on the same clock, in integer nanoseconds. */
+static uint64_t now_ns(void)
 {
-	printf("peer=troupe bench=%s n=%" PRIu64 " seconds=%.3f rate=%" PRIu64 "\n",
-	       bench_name, n, secs, (uint64_t)((double)n / secs + 0.5));
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* `extra`: what a workload appends to the line (the ask latencies), or "". */
+static void report(uint64_t n, double secs, const char *extra)
+{
+	printf("peer=troupe bench=%s n=%" PRIu64 " seconds=%.3f rate=%" PRIu64 "%s\n",
+	       bench_name, n, secs, (uint64_t)((double)n / secs + 0.5), extra);
 	fflush(stdout);
 }
 
@@ -294,7 +321,7 @@ static int bench_pingpong(struct bench_ctx *c, uint64_t n, uint64_t x)
 	secs = now() - t0;
 	check("messages", msgs, 2 * rounds);
 	check("last value", last, rounds);
-	report(msgs, secs);
+	report(msgs, secs, "");
 	return EXIT_OK;
 }
 
@@ -354,7 +381,426 @@ static int bench_ring(struct bench_ctx *c, uint64_t hops, uint64_t size)
 	secs = now() - t0;
 	check("hops", token, hops);
 	check("final node", index, hops % size);
-	report(hops, secs);
+	report(hops, secs, "");
+	return EXIT_OK;
+}
+
+/* -- ask ------------------------------------------------------------------ */
+
+/*
+ * Timeout of every request in the ask workloads: far above any round trip,
+ * yet below WAIT_LIMIT_S, so a lost reply fails the run as TR_ETIMEDOUT
+ * (naming the cause) instead of as a hang. The peers ask without a timeout
+ * (CAF: `infinite`); in troupe every request has one.
+ */
+#define ASK_TIMEOUT_NS (10ull * 1000000000u)
+
+/* Answers a request x with x + 1 (state: the latch). */
+static int server_recv(void *state, tr_msg *m)
+{
+	uint64_t x;
+	int err;
+
+	if (!tr_msg_is_request(m) || !msg_u64(m, &x))
+		return result_fail(state, "server: unexpected message", 0);
+	x++;
+	err = tr_reply(m, MSG_INT, &x, sizeof x);
+	return err ? result_fail(state, "tr_reply", err) : 0;
+}
+
+struct asker {
+	struct result *res;
+	tr_ref server;
+	uint64_t rounds;
+	uint64_t done;    /* replies received; also the next request's value */
+	uint64_t sent_ns; /* when the request in flight was sent */
+	struct hist lat;
+};
+
+static int ask_reply(void *state, void *ctx, int status, tr_msg *reply);
+
+static int ask_next(struct asker *a)
+{
+	int err;
+
+	a->sent_ns = now_ns();
+	err = tr_ask(a->server, MSG_INT, &a->done, sizeof a->done, ASK_TIMEOUT_NS, ask_reply, NULL);
+	return err ? result_fail(a->res, "tr_ask", err) : 0;
+}
+
+/* Runs in the client: checks the answer, times it and asks the next one. */
+static int ask_reply(void *state, void *ctx, int status, tr_msg *reply)
+{
+	struct asker *a = state;
+	uint64_t t = now_ns();
+	uint64_t y;
+
+	(void)ctx;
+	if (status)
+		return result_fail(a->res, "ask: request failed", status);
+	hist_record(&a->lat, t - a->sent_ns);
+	if (!msg_u64(reply, &y) || y != a->done + 1)
+		return result_fail(a->res, "ask: wrong answer", 0);
+	if (++a->done == a->rounds) {
+		result_post(a->res, a->done, y);
+		return tr_stop_self(TR_OK);
+	}
+	return ask_next(a);
+}
+
+/* The client gets its replies through continuations, nothing else. */
+static int asker_recv(void *state, tr_msg *m)
+{
+	struct asker *a = state;
+
+	(void)m;
+	return result_fail(a->res, "client: unexpected message", 0);
+}
+
+/* The first request leaves as the client starts, as in the peers. */
+static int asker_init(void *state)
+{
+	return ask_next(state);
+}
+
+/* Prints a histogram's percentile in microseconds, 2 decimals like the peers. */
+static double pct_us(const struct hist *h, double p)
+{
+	return (double)hist_percentile(h, p) / 1e3;
+}
+
+static int bench_ask(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	struct asker *a = bench_calloc(c, 1, sizeof *a);
+	tr_actor_opts opts = { .behaviour = asker_recv, .state = a, .init = asker_init };
+	uint64_t done, last;
+	char extra[64];
+	tr_ref client;
+	double t0, secs;
+
+	(void)x;
+	a->res = &c->res;
+	a->rounds = n;
+	hist_init(&a->lat);
+	t0 = now();
+	a->server = spawn(c, server_recv, &c->res);
+	must(tr_spawn_opts(c->sys, &opts, &client), "tr_spawn client");
+	result_wait(&c->res, &done, &last);
+	secs = now() - t0;
+	/* the latch's mutex orders the client's last write before these reads */
+	check("round trips", done, n);
+	check("last answer", last, n);
+	check("latency samples", a->lat.count, n);
+	snprintf(extra, sizeof extra, " p50_us=%.2f p99_us=%.2f", pct_us(&a->lat, 0.50),
+		 pct_us(&a->lat, 0.99));
+	report(n, secs, extra);
+	return EXIT_OK;
+}
+
+/* -- ask_open ------------------------------------------------------------- */
+
+/*
+ * Open loop: requests leave on a schedule, X per second, whether or not the
+ * earlier ones were answered, and each latency is taken from the request's
+ * scheduled send time, not from when it actually left. A client that falls
+ * behind (a late tick, a slow server) thus sees the delay in every request
+ * it held back, instead of quietly sending fewer (coordinated omission).
+ *
+ * The schedule is a grid of OPEN_TICK_NS: request i belongs at i / X s,
+ * rounded up to the next tick, so every tick releases a burst of about
+ * X * OPEN_TICK_NS requests (20 at the default rate). Rounding up to the
+ * grid the timer can actually serve keeps the timer's granularity out of
+ * the latencies, while its lateness stays in: a tick that comes late delays
+ * its whole burst, and that counts. Replies also release whatever has come
+ * due, so one late tick does not hold back a burst whose time has come.
+ */
+#define OPEN_TICK_NS 100000u /* 100 us */
+
+struct open_client {
+	struct result *res;
+	tr_ref server;
+	uint64_t n;          /* requests in all */
+	uint64_t rate;       /* requests per second */
+	uint64_t t0;         /* origin of the schedule, ns */
+	uint64_t issued;     /* requests sent; the next one's index */
+	uint64_t answered;
+	tr_timer tick;
+	struct hist lat;
+};
+
+/* Offset from t0 at which request i is due (see above). Split in whole
+ * seconds and the rest so that i * 10^9 cannot overflow. */
+static uint64_t open_due(const struct open_client *o, uint64_t i)
+{
+	uint64_t at = i / o->rate * 1000000000u + i % o->rate * 1000000000u / o->rate;
+
+	return (at + OPEN_TICK_NS - 1) / OPEN_TICK_NS * OPEN_TICK_NS;
+}
+
+static int open_reply(void *state, void *ctx, int status, tr_msg *reply);
+
+/* Sends every request that is due at time `t`; stops the ticks after the last. */
+static int open_pump(struct open_client *o, uint64_t t)
+{
+	int err;
+
+	while (o->issued < o->n && o->t0 + open_due(o, o->issued) <= t) {
+		uint64_t i = o->issued;
+
+		/* the context carries the index: its schedule is recomputed from it */
+		err = tr_ask(o->server, MSG_INT, &i, sizeof i, ASK_TIMEOUT_NS, open_reply,
+			     (void *)(uintptr_t)i);
+		if (err)
+			return result_fail(o->res, "tr_ask", err);
+		o->issued++;
+	}
+	if (o->issued == o->n && o->tick.id) {
+		err = tr_timer_cancel(o->tick);
+		if (err)
+			return result_fail(o->res, "tr_timer_cancel", err);
+		o->tick = TR_TIMER_NONE;
+	}
+	return 0;
+}
+
+static int open_reply(void *state, void *ctx, int status, tr_msg *reply)
+{
+	struct open_client *o = state;
+	uint64_t t = now_ns();
+	uint64_t i = (uintptr_t)ctx;
+	uint64_t y;
+
+	if (status)
+		return result_fail(o->res, "ask_open: request failed", status);
+	if (!msg_u64(reply, &y) || y != i + 1)
+		return result_fail(o->res, "ask_open: wrong answer", 0);
+	hist_record(&o->lat, t - (o->t0 + open_due(o, i)));
+	if (++o->answered == o->n) {
+		result_post(o->res, o->answered, o->issued);
+		return tr_stop_self(TR_OK);
+	}
+	return open_pump(o, t);
+}
+
+static int open_recv(void *state, tr_msg *m)
+{
+	struct open_client *o = state;
+
+	if (tr_msg_type(m) != MSG_TICK)
+		return result_fail(o->res, "client: unexpected message", 0);
+	return open_pump(o, now_ns());
+}
+
+/*
+ * Starts the schedule: request 0 is due at once, the rest on the ticks.
+ * t0 is read before the timer is armed, so no tick can come before its
+ * point of the grid; the time the arming takes is then a head start the
+ * timer has on the schedule, counted in every latency. The system's first
+ * timer pays for setting up the timer table (tens of us); a throwaway
+ * timer armed first keeps that one-time cost out of the offset.
+ */
+static int open_init(void *state)
+{
+	struct open_client *o = state;
+	tr_timer warm;
+	int err;
+
+	err = tr_send_after(tr_self(), ASK_TIMEOUT_NS, MSG_TICK, NULL, 0, &warm);
+	if (!err)
+		err = tr_timer_cancel(warm);
+	if (err)
+		return result_fail(o->res, "warming up the timer", err);
+	o->t0 = now_ns();
+	err = tr_send_every(tr_self(), OPEN_TICK_NS, MSG_TICK, NULL, 0, &o->tick);
+	if (err)
+		return result_fail(o->res, "tr_send_every", err);
+	return open_pump(o, o->t0);
+}
+
+static int bench_ask_open(struct bench_ctx *c, uint64_t n, uint64_t rate)
+{
+	struct open_client *o = bench_calloc(c, 1, sizeof *o);
+	tr_actor_opts opts = { .behaviour = open_recv, .state = o, .init = open_init };
+	uint64_t answered, issued;
+	char extra[128];
+	tr_ref client;
+	double t0, secs;
+
+	if (rate > UINT64_MAX / 1000000000u)
+		die(EXIT_USAGE, "rate too high");
+	o->res = &c->res;
+	o->n = n;
+	o->rate = rate;
+	hist_init(&o->lat);
+	t0 = now();
+	o->server = spawn(c, server_recv, &c->res);
+	must(tr_spawn_opts(c->sys, &opts, &client), "tr_spawn client");
+	result_wait(&c->res, &answered, &issued);
+	secs = now() - t0;
+	check("requests", issued, n);
+	check("replies", answered, n);
+	check("latency samples", o->lat.count, n);
+	snprintf(extra, sizeof extra, " p50_us=%.2f p99_us=%.2f p999_us=%.2f max_us=%.2f",
+		 pct_us(&o->lat, 0.50), pct_us(&o->lat, 0.99), pct_us(&o->lat, 0.999),
+		 (double)o->lat.max / 1e3);
+	/* the rate is the one achieved: below X means the runtime fell behind */
+	report(n, secs, extra);
+	return EXIT_OK;
+}
+
+/* -- timers --------------------------------------------------------------- */
+
+/*
+ * One actor arms N one-shot timers to itself, with delays spread over
+ * 1..100 ms, and cancels each after TIMER_LAG more were armed: the heap
+ * then holds a few live timers among many cancelled ones, as a server's
+ * request timeouts do (almost all are cancelled by the reply). One in
+ * TIMER_KEEP is never cancelled and must fire; no cancelled one may.
+ *
+ * Every cancel happens in the same behaviour call as its arm, so the
+ * timer's message, even if it fired meanwhile, cannot have been handled:
+ * tr_timer_cancel must return TR_OK every time.
+ */
+#define TIMER_MIN_NS 1000000u   /* 1 ms */
+#define TIMER_SPAN_NS 99000000u /* delays in [1 ms, 100 ms] */
+#define TIMER_LAG 8u
+#define TIMER_KEEP 1000u
+/* timers armed per behaviour call, as the peers' senders chunk their sends */
+#define TIMER_CHUNK 1000u
+
+struct timer_actor {
+	struct result *res;
+	uint64_t n;
+	uint64_t armed, cancelled, kept;
+	uint64_t fired_kept, fired_cancelled;
+	uint64_t rng;
+	double t_end; /* when the last timer was armed and cancelled */
+};
+
+/* xorshift64: a fixed, reproducible spread of delays. */
+static uint64_t timer_rand(struct timer_actor *ta)
+{
+	uint64_t x = ta->rng;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return ta->rng = x;
+}
+
+static bool timer_is_kept(uint64_t i)
+{
+	return i % TIMER_KEEP == TIMER_KEEP - 1;
+}
+
+static int timer_cancel(struct timer_actor *ta, tr_timer t)
+{
+	int err = tr_timer_cancel(t);
+
+	if (err)
+		return result_fail(ta->res, "tr_timer_cancel", err);
+	ta->cancelled++;
+	return 0;
+}
+
+/* Arms (and cancels) the next TIMER_CHUNK timers. */
+static int timer_chunk(struct timer_actor *ta)
+{
+	uint64_t end = ta->armed + TIMER_CHUNK < ta->n ? ta->armed + TIMER_CHUNK : ta->n;
+	tr_timer pend[TIMER_LAG]; /* armed in this call, to be cancelled: a FIFO */
+	unsigned head = 0, np = 0;
+	int err;
+
+	for (; ta->armed < end; ta->armed++) {
+		uint64_t i = ta->armed;
+		uint64_t delay = TIMER_MIN_NS + timer_rand(ta) % (TIMER_SPAN_NS + 1);
+		tr_timer t;
+
+		if (np == TIMER_LAG) {
+			if ((err = timer_cancel(ta, pend[head])))
+				return err;
+			head = (head + 1) % TIMER_LAG;
+			np--;
+		}
+		err = tr_send_after(tr_self(), delay, MSG_FIRE, &i, sizeof i, &t);
+		if (err)
+			return result_fail(ta->res, "tr_send_after", err);
+		if (timer_is_kept(i)) {
+			ta->kept++;
+			continue;
+		}
+		pend[(head + np++) % TIMER_LAG] = t;
+	}
+	for (; np > 0; np--, head = (head + 1) % TIMER_LAG)
+		if ((err = timer_cancel(ta, pend[head])))
+			return err;
+	return 0;
+}
+
+static int timer_recv(void *state, tr_msg *m)
+{
+	struct timer_actor *ta = state;
+	uint64_t i;
+	int err;
+
+	switch (tr_msg_type(m)) {
+	case MSG_MORE:
+		if ((err = timer_chunk(ta)))
+			return err;
+		if (ta->armed < ta->n) {
+			err = tr_send(tr_self(), MSG_MORE, NULL, 0);
+			return err ? result_fail(ta->res, "tr_send", err) : 0;
+		}
+		ta->t_end = now();
+		/*
+		 * Every timer is due by now + 100 ms. The service fires in
+		 * deadline order, so when one due 20 ms after them all arrives,
+		 * every other timer has fired or will never fire.
+		 */
+		err = tr_send_after(tr_self(), TIMER_MIN_NS + TIMER_SPAN_NS + 20000000u,
+				    MSG_SENTINEL, NULL, 0, NULL);
+		return err ? result_fail(ta->res, "tr_send_after sentinel", err) : 0;
+	case MSG_FIRE:
+		if (tr_msg_size(m) != sizeof i)
+			break;
+		memcpy(&i, tr_msg_data(m), sizeof i);
+		if (i >= ta->armed)
+			break;
+		if (timer_is_kept(i))
+			ta->fired_kept++;
+		else
+			ta->fired_cancelled++;
+		return 0;
+	case MSG_SENTINEL:
+		if (ta->fired_kept != ta->kept)
+			return result_fail(ta->res, "timers not cancelled: wrong number fired", 0);
+		result_post(ta->res, ta->armed + ta->cancelled, ta->fired_cancelled);
+		return tr_stop_self(TR_OK);
+	}
+	return result_fail(ta->res, "timers: unexpected message", 0);
+}
+
+static int bench_timers(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	struct timer_actor *ta = bench_calloc(c, 1, sizeof *ta);
+	uint64_t ops, fired_cancelled;
+	tr_ref ref;
+	double t0;
+
+	(void)x;
+	ta->res = &c->res;
+	ta->n = n;
+	ta->rng = 0x9e3779b97f4a7c15u;
+	t0 = now();
+	ref = spawn(c, timer_recv, ta);
+	must(tr_send(ref, MSG_MORE, NULL, 0), "tr_send start");
+	result_wait(&c->res, &ops, &fired_cancelled);
+	check("timers armed", ta->armed, n);
+	check("timers cancelled", ta->cancelled, n - ta->kept);
+	check("arms + cancels", ops, 2 * n - ta->kept);
+	check("cancelled timers that fired", fired_cancelled, 0);
+	/* timed: the arming and cancelling, not the wait for the last to fire */
+	report(ops, ta->t_end - t0, "");
 	return EXIT_OK;
 }
 
@@ -370,6 +816,9 @@ struct bench {
 static const struct bench benches[] = {
 	{ "pingpong", 1000000, 0, bench_pingpong },
 	{ "ring", 5000000, 503, bench_ring },
+	{ "ask", 500000, 0, bench_ask },
+	{ "ask_open", 200000, 200000, bench_ask_open },
+	{ "timers", 1000000, 0, bench_timers },
 };
 
 #define NBENCHES (sizeof benches / sizeof benches[0])

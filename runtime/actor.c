@@ -619,7 +619,9 @@ static int tr__deliver(tr__worker *w, tr__actor *a, tr_msg *m)
 		if (atomic_load_explicit(&sys->mb_waiters, memory_order_seq_cst))
 			tr__futex_wake(&a->mb_count, 1);
 	}
+	tr__ctx.msg = m; /* lets any reply to it mark it answered */
 	rc = a->u.live.behaviour(a->u.live.state, m);
+	tr__ctx.msg = NULL;
 	tr__count(sys, TR__C_DELIVERED, 1);
 	/* A request handled without an answer: if the server stops now, the
 	 * asker learns "receiver down" at once; otherwise the server keeps it

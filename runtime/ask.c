@@ -158,11 +158,15 @@ static void tr__ask_close(tr__actor *a, tr_reply_addr to)
 
 	for (uint32_t i = x ? x->nopen : 0; i-- > 0;) {
 		tr_reply_addr *e = &x->open[(x->open_head + i) % TR__OPEN_MAX];
-		if (e->to == to.to && e->corr == to.corr) {
-			*e = x->open[(x->open_head + x->nopen - 1) % TR__OPEN_MAX];
-			x->nopen--;
-			return;
-		}
+		if (e->to != to.to || e->corr != to.corr)
+			continue;
+		/* keep oldest-first order (eviction relies on it): shift the
+		 * newer ones down; usually only a few */
+		for (uint32_t j = i; j + 1 < x->nopen; j++)
+			x->open[(x->open_head + j) % TR__OPEN_MAX] =
+				x->open[(x->open_head + j + 1) % TR__OPEN_MAX];
+		x->nopen--;
+		return;
 	}
 }
 
@@ -354,10 +358,17 @@ static int tr__reply_future(uint64_t fid, uint16_t flags, uint32_t type, const v
 		m->type = type;
 		m->size = (flags & TR_MSG_F_PTR) ? 0 : (uint16_t)size;
 		memcpy(m->u.bytes, data, (flags & TR_MSG_F_PTR) ? sizeof(m->u.p) : size);
-		if (!tr__future_complete(fid, TR_OK, m)) {
-			tr__msg_free(sys, m); /* caller keeps a pointer payload */
-			tr__count(sys, TR__C_LATE_REPLIES, 1);
-			rc = TR_EDEAD;
+		rc = tr__future_complete(fid, TR_OK, m);
+		if (rc != TR_OK) {
+			tr__msg_free(sys, m); /* the caller keeps a pointer payload */
+			if (rc == TR_EAGAIN) {
+				/* decided already: accepted and discarded, as for
+				 * an asking actor */
+				tr__count(sys, TR__C_LATE_REPLIES, 1);
+				rc = TR_OK;
+			} else {
+				tr__count(sys, TR__C_DEAD_LETTERS, 1);
+			}
 		}
 	}
 	tr__rcu_read_unlock();
@@ -372,9 +383,15 @@ static int tr__reply(tr_reply_addr to, uint16_t flags, uint32_t type, const void
 		tr_dtor dtor;
 	} p = {ptr, dtor};
 
+	tr_msg *cur = tr__ctx.msg;
+	tr_reply_addr cur_to;
+
 	if (!to.corr || type >= TR_MSG_TYPE_RUNTIME)
 		return TR_EINVAL;
-	if (tr__ctx.actor && tr__ctx.actor->ext && tr__ctx.actor->ext->nopen)
+	cur_to = tr_msg_reply_to(cur);
+	if (cur && cur_to.to == to.to && cur_to.corr == to.corr)
+		cur->flags |= TR__MSG_F_REPLIED; /* the request being handled: not kept open */
+	else if (tr__ctx.actor && tr__ctx.actor->ext && tr__ctx.actor->ext->nopen)
 		tr__ask_close(tr__ctx.actor, to);
 	if (!to.to)
 		return tr__reply_future(to.corr, flags, type, (flags & TR_MSG_F_PTR) ? (void *)&p : data,
@@ -393,14 +410,9 @@ int tr_reply_to(tr_reply_addr to, uint32_t type, const void *data, size_t size)
 
 int tr_reply(const tr_msg *request, uint32_t type, const void *data, size_t size)
 {
-	int rc;
-
 	if (!request || !(request->flags & TR_MSG_F_REQUEST))
 		return TR_EINVAL;
-	rc = tr_reply_to(tr_msg_reply_to(request), type, data, size);
-	if (rc == TR_OK) /* the runtime's own copy: lets a failing server skip "down" */
-		((tr_msg *)request)->flags |= TR__MSG_F_REPLIED;
-	return rc;
+	return tr_reply_to(tr_msg_reply_to(request), type, data, size);
 }
 
 int tr_reply_ptr(tr_reply_addr to, uint32_t type, void **ptr_p, tr_dtor dtor)

@@ -129,7 +129,7 @@ static void tr__future_release(tr_future *f)
 	pthread_mutex_unlock(&fs->mu);
 }
 
-bool tr__future_complete(uint64_t fid, int status, tr_msg *reply)
+int tr__future_complete(uint64_t fid, int status, tr_msg *reply)
 {
 	tr_system *sys = tr__system_lookup(tr__ref_sys(fid));
 	uint32_t gen = (uint32_t)(fid >> 24);
@@ -138,12 +138,14 @@ bool tr__future_complete(uint64_t fid, int status, tr_msg *reply)
 	unsigned phase;
 
 	if (!sys || !sys->futures || !(f = tr__future_at(sys->futures, tr__ref_idx(fid))))
-		return false;
+		return TR_EDEAD;
 	st = atomic_load_explicit(&f->state, memory_order_acquire);
 	do {
 		phase = tr__fphase(st);
-		if (tr__fgen(st) != gen || (phase != TR__F_PENDING && phase != TR__F_PENDING_CB))
-			return false;
+		if (tr__fgen(st) != gen)
+			return TR_EDEAD;
+		if (phase != TR__F_PENDING && phase != TR__F_PENDING_CB)
+			return TR_EAGAIN;
 	} while (!atomic_compare_exchange_weak_explicit(&f->state, &st,
 							tr__fstate(gen, TR__F_COMPLETING),
 							memory_order_acq_rel, memory_order_acquire));
@@ -161,7 +163,7 @@ bool tr__future_complete(uint64_t fid, int status, tr_msg *reply)
 		tr__futex_wake(&tr__fut_epoch, INT_MAX);
 	if (phase == TR__F_PENDING_CB)
 		f->cb(f->cb_ctx, f, status);
-	return true;
+	return TR_OK;
 }
 
 int tr_ask_future(tr_ref to, uint32_t type, const void *data, size_t size, uint64_t timeout_ns,

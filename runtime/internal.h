@@ -197,6 +197,7 @@ typedef struct tr__tls {
 	tr__actor *actor;   /* actor whose behaviour or init is running */
 	tr_system *sys;     /* system of `actor` (init may run off-worker) */
 	uint64_t self;      /* ident of `actor` */
+	tr_msg *msg;        /* the message its behaviour is handling */
 	/* message cache of a thread that is not a worker of the system it sends to */
 	uint64_t xuid;   /* uid of the system the cache holds blocks of; 0: none */
 	unsigned xslot;  /* its table slot (the system itself may be gone) */
@@ -326,8 +327,9 @@ bool tr__timer_on_deliver(tr_system *sys, tr_msg *m);
 int tr__futures_init(tr_system *sys);
 void tr__futures_free(tr_system *sys);
 /* Completes future `fid` (inside a read-side section). Takes `reply` on
- * success; false if the future is gone or already complete. */
-bool tr__future_complete(uint64_t fid, int status, tr_msg *reply);
+ * TR_OK; TR_EAGAIN if it was already complete (a late answer), TR_EDEAD
+ * if the future is gone (destroyed, or its system). */
+int tr__future_complete(uint64_t fid, int status, tr_msg *reply);
 
 /* ---- registry.c / channel.c ---- */
 int tr__registry_init(tr_system *sys);

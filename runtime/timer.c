@@ -17,6 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "internal.h"
@@ -49,6 +50,7 @@ struct tr__timers {
 	pthread_cond_t cv;
 	tr__tentry *heap;
 	size_t n, cap;
+	size_t stale; /* entries of cancelled timers still in the heap */
 	_Atomic(tr__tslot *) *chunks;
 	uint32_t next_fresh;
 	uint32_t free_head;
@@ -208,6 +210,42 @@ static tr__tentry tr__theap_pop(struct tr__timers *t)
 	return top;
 }
 
+/* Drops the entries of timers that are no longer armed, once they are most
+ * of the heap: cancelled timers would otherwise hold memory until their
+ * deadlines. O(n), so amortised O(1) per cancel. Caller holds mu. */
+static void tr__theap_compact(struct tr__timers *t)
+{
+	size_t j = 0;
+
+	if (t->stale < 1024 || t->stale * 2 < t->n)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		tr__tslot *s = tr__tslot_at(t, tr__ref_idx(t->heap[i].id));
+		if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
+		    tr__tstate(tr__id_gen(t->heap[i].id), TR__T_ARMED))
+			t->heap[j++] = t->heap[i];
+	}
+	t->n = j;
+	t->stale = 0;
+	for (size_t i = t->n / 2; i-- > 0;) { /* heapify */
+		size_t k = i;
+		for (;;) {
+			size_t l = 2 * k + 1, r = l + 1, m = k;
+			if (l < t->n && tr__heap_before(t->heap, l, m))
+				m = l;
+			if (r < t->n && tr__heap_before(t->heap, r, m))
+				m = r;
+			if (m == k)
+				break;
+			tr__tentry x = t->heap[k];
+			t->heap[k] = t->heap[m];
+			t->heap[m] = x;
+			k = m;
+		}
+	}
+	pthread_cond_signal(&t->cv); /* the earliest deadline may have changed */
+}
+
 /* ------------------------------------------------------------------ arming */
 
 static int tr__arm(tr_system *sys, uint8_t kind, uint64_t target, uint64_t delay_ns,
@@ -354,6 +392,10 @@ int tr_timer_cancel(tr_timer tm)
 			}
 			s->proto = NULL;
 			tr__tslot_release(t, s);
+			if (tr__tphase(st) == TR__T_ARMED) {
+				t->stale++;
+				tr__theap_compact(t);
+			}
 			pthread_mutex_unlock(&t->mu);
 			rc = live ? TR_OK : TR_EDEAD;
 		}
@@ -471,6 +513,9 @@ static void *tr__timer_main(void *arg)
 	struct tr__timers *t = arg;
 
 	tr__rcu_register_slow();
+	/* Linux lets a timed wait oversleep by the thread's timer slack
+	 * (50 us by default); timers should fire at their deadline. */
+	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 	pthread_mutex_lock(&t->mu);
 	while (!t->stop) {
 		uint64_t now;
