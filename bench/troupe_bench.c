@@ -204,7 +204,7 @@ static void result_wait(struct result *r, uint64_t *a, uint64_t *b)
 struct bench_ctx {
 	tr_system *sys;
 	struct result res;
-	void *owned[4]; /* freed after the system is destroyed */
+	void *owned[8]; /* freed after the system is destroyed */
 };
 
 /*
@@ -806,6 +806,363 @@ static int bench_timers(struct bench_ctx *c, uint64_t n, uint64_t x)
 
 /* -- main ----------------------------------------------------------------- */
 
+/* -- sources and sinks (fanin, pipeline, broadcast) --------------------- */
+
+/* Actors that emit many messages send CHUNK per handler call, then "more"
+ * to themselves, as the peers do, so no handler holds a worker for long. */
+#define CHUNK 1000
+
+static uint64_t tri(uint64_t n) { return n * (n - 1) / 2; } /* 0 + 1 + ... + n-1 */
+
+/* Counts and sums n integers, then reports (count, sum) once. */
+struct sink {
+	uint64_t n, count, sum;
+	struct result *res;
+};
+
+static int sink_recv(void *state, tr_msg *m)
+{
+	struct sink *s = state;
+	uint64_t x;
+
+	if (!msg_u64(m, &x))
+		return result_fail(s->res, "sink: unexpected message", 0);
+	s->sum += x;
+	if (++s->count == s->n) {
+		result_post(s->res, s->count, s->sum);
+		return tr_stop_self(TR_OK);
+	}
+	return 0;
+}
+
+/* Sends 0 .. count-1 to target, CHUNK at a time. */
+struct source {
+	tr_ref target;
+	uint64_t count, sent;
+	struct result *res;
+};
+
+static int source_init(void *state)
+{
+	(void)state;
+	return tr_send(tr_self(), MSG_MORE, NULL, 0);
+}
+
+static int source_recv(void *state, tr_msg *m)
+{
+	struct source *s = state;
+	uint64_t end = s->sent + CHUNK < s->count ? s->sent + CHUNK : s->count;
+
+	if (tr_msg_type(m) != MSG_MORE)
+		return result_fail(s->res, "source: unexpected message", 0);
+	for (; s->sent < end; s->sent++) {
+		int rc = send_u64(s->res, s->target, s->sent);
+		if (rc)
+			return rc;
+	}
+	if (s->sent < s->count)
+		return tr_send(tr_self(), MSG_MORE, NULL, 0);
+	return tr_stop_self(TR_OK);
+}
+
+static void spawn_source(struct bench_ctx *c, struct source *s, tr_ref target, uint64_t count)
+{
+	tr_actor_opts o = { .behaviour = source_recv, .state = s, .init = source_init };
+	tr_ref r;
+
+	s->target = target;
+	s->count = count;
+	s->res = &c->res;
+	must(tr_spawn_opts(c->sys, &o, &r), "tr_spawn source");
+}
+
+static tr_ref spawn_sink(struct bench_ctx *c, struct sink *s, uint64_t n)
+{
+	s->n = n;
+	s->res = &c->res;
+	return spawn(c, sink_recv, s);
+}
+
+/* -- fanin ---------------------------------------------------------------- */
+
+static int bench_fanin(struct bench_ctx *c, uint64_t n, uint64_t producers)
+{
+	struct sink *sk = bench_calloc(c, 1, sizeof *sk);
+	struct source *src = bench_calloc(c, producers, sizeof *src);
+	uint64_t want_sum = 0, count, sum;
+	double t0, secs;
+	tr_ref counter;
+
+	t0 = now();
+	counter = spawn_sink(c, sk, n);
+	for (uint64_t p = 0; p < producers; p++) {
+		uint64_t share = n / producers + (p < n % producers ? 1 : 0);
+		want_sum += tri(share);
+		spawn_source(c, &src[p], counter, share);
+	}
+	result_wait(&c->res, &count, &sum);
+	secs = now() - t0;
+	check("count", count, n);
+	check("sum", sum, want_sum);
+	report(n, secs, "");
+	return EXIT_OK;
+}
+
+/* -- spawn ---------------------------------------------------------------- */
+
+/* Answers its one integer to the driver and stops. */
+static int child_recv(void *state, tr_msg *m)
+{
+	uint64_t x;
+
+	if (!msg_u64(m, &x))
+		return result_fail(state, "child: unexpected message", 0);
+	send_u64(state, tr_msg_sender(m), x);
+	return tr_stop_self(TR_OK);
+}
+
+struct driver {
+	uint64_t n, wave, spawned, replies, sum;
+	struct result *res;
+};
+
+/* Forks the next wave: spawns up to `wave` children and sends each its index. */
+static int fork_wave(struct driver *d)
+{
+	uint64_t end = d->spawned + d->wave < d->n ? d->spawned + d->wave : d->n;
+
+	for (; d->spawned < end; d->spawned++) {
+		tr_ref kid;
+		int rc = tr_spawn(tr_self_system(), child_recv, d->res, &kid);
+		if (rc)
+			return result_fail(d->res, "tr_spawn child", rc);
+		if ((rc = send_u64(d->res, kid, d->spawned)))
+			return rc;
+	}
+	return 0;
+}
+
+static int driver_init(void *state) { return fork_wave(state); }
+
+static int driver_recv(void *state, tr_msg *m)
+{
+	struct driver *d = state;
+	uint64_t x;
+
+	if (!msg_u64(m, &x))
+		return result_fail(d->res, "driver: unexpected message", 0);
+	d->sum += x;
+	if (++d->replies == d->n) {
+		result_post(d->res, d->replies, d->sum);
+		return tr_stop_self(TR_OK);
+	}
+	return d->replies == d->spawned ? fork_wave(d) : 0;
+}
+
+static int bench_spawn(struct bench_ctx *c, uint64_t n, uint64_t wave)
+{
+	struct driver *d = bench_calloc(c, 1, sizeof *d);
+	tr_actor_opts o = { .behaviour = driver_recv, .state = d, .init = driver_init };
+	uint64_t replies, sum;
+	double t0, secs;
+	tr_ref r;
+
+	d->n = n;
+	d->wave = wave;
+	d->res = &c->res;
+	t0 = now();
+	must(tr_spawn_opts(c->sys, &o, &r), "tr_spawn driver");
+	result_wait(&c->res, &replies, &sum);
+	secs = now() - t0;
+	check("replies", replies, n);
+	check("sum", sum, tri(n));
+	report(n, secs, "");
+	return EXIT_OK;
+}
+
+/* -- broadcast ------------------------------------------------------------ */
+
+/* Publishes 0 .. m-1 on a channel, CHUNK at a time. */
+struct publisher {
+	tr_channel *ch;
+	uint64_t m, sent;
+	struct result *res;
+};
+
+static int publisher_recv(void *state, tr_msg *msg)
+{
+	struct publisher *p = state;
+	uint64_t end = p->sent + CHUNK < p->m ? p->sent + CHUNK : p->m;
+
+	if (tr_msg_type(msg) != MSG_MORE)
+		return result_fail(p->res, "publisher: unexpected message", 0);
+	for (; p->sent < end; p->sent++) {
+		tr_pub_result r;
+		int rc = tr_publish(p->ch, MSG_INT, &p->sent, sizeof p->sent, &r);
+		if (rc || r.dropped || r.gone)
+			return result_fail(p->res, "tr_publish", rc);
+	}
+	if (p->sent < p->m)
+		return tr_send(tr_self(), MSG_MORE, NULL, 0);
+	return tr_stop_self(TR_OK);
+}
+
+/* Each of k subscribers is a sink that checks its own sum (the latch keeps
+ * only the last report) and reports after m messages. */
+struct checked_sink {
+	struct sink s;
+	uint64_t want_sum;
+};
+
+static int checked_sink_recv(void *state, tr_msg *m)
+{
+	struct checked_sink *cs = state;
+
+	if (cs->s.count + 1 == cs->s.n) {
+		uint64_t x;
+		if (msg_u64(m, &x) && cs->s.sum + x != cs->want_sum)
+			return result_fail(cs->s.res, "broadcast: wrong sum at a subscriber", 0);
+	}
+	return sink_recv(&cs->s, m);
+}
+
+static int bench_broadcast(struct bench_ctx *c, uint64_t m, uint64_t k)
+{
+	struct checked_sink *subs = bench_calloc(c, k, sizeof *subs);
+	struct publisher *p = bench_calloc(c, 1, sizeof *p);
+	tr_actor_opts o = { .behaviour = publisher_recv, .state = p, .init = source_init };
+	uint64_t count, sum;
+	double t0, secs;
+	tr_ref r;
+
+	must(tr_channel_open(c->sys, "bench.broadcast", &p->ch), "tr_channel_open");
+	for (uint64_t i = 0; i < k; i++) {
+		subs[i].s.n = m;
+		subs[i].s.res = &c->res;
+		subs[i].want_sum = tri(m);
+		must(tr_subscribe(p->ch, spawn(c, checked_sink_recv, &subs[i]), TR_SUB_DROP),
+		     "tr_subscribe");
+	}
+	p->m = m;
+	p->res = &c->res;
+	t0 = now();
+	must(tr_spawn_opts(c->sys, &o, &r), "tr_spawn publisher");
+	result_wait(&c->res, &count, &sum);
+	secs = now() - t0;
+	check("count of the last subscriber", count, m);
+	check("sum of the last subscriber", sum, tri(m));
+	report(k * m, secs, "");
+	return EXIT_OK;
+}
+
+/* -- pipeline ------------------------------------------------------------- */
+
+struct stage {
+	tr_ref next;
+	struct result *res;
+};
+
+static int stage_recv(void *state, tr_msg *m)
+{
+	struct stage *st = state;
+	uint64_t x;
+
+	if (!msg_u64(m, &x))
+		return result_fail(st->res, "stage: unexpected message", 0);
+	return send_u64(st->res, st->next, x + 1);
+}
+
+static int bench_pipeline(struct bench_ctx *c, uint64_t n, uint64_t stages)
+{
+	struct sink *sk = bench_calloc(c, 1, sizeof *sk);
+	struct stage *st = bench_calloc(c, stages, sizeof *st);
+	struct source *src = bench_calloc(c, 1, sizeof *src);
+	uint64_t count, sum;
+	double t0, secs;
+	tr_ref head;
+
+	t0 = now();
+	head = spawn_sink(c, sk, n);
+	for (uint64_t i = 1; i < stages; i++) {
+		st[i].next = head;
+		st[i].res = &c->res;
+		head = spawn(c, stage_recv, &st[i]);
+	}
+	spawn_source(c, src, head, n);
+	result_wait(&c->res, &count, &sum);
+	secs = now() - t0;
+	check("count", count, n);
+	check("sum", sum, tri(n) + (stages - 1) * n);
+	report(n, secs, "");
+	return EXIT_OK;
+}
+
+/* -- registry: lookups per second from two threads ------------------------ */
+
+#define NAMES 1000
+
+struct lookup_thread {
+	tr_system *sys;
+	uint64_t n, found;
+	pthread_barrier_t *start;
+};
+
+static void name_of(char *buf, size_t len, uint64_t i) { snprintf(buf, len, "svc.%" PRIu64, i); }
+
+static void *lookup_loop(void *arg)
+{
+	struct lookup_thread *t = arg;
+	char name[32];
+	tr_ref r;
+
+	pthread_barrier_wait(t->start);
+	for (uint64_t i = 0; i < t->n; i++) {
+		name_of(name, sizeof name, (i * 7919) % NAMES);
+		if (tr_whereis(t->sys, name, &r) == TR_OK)
+			t->found++;
+	}
+	return NULL;
+}
+
+static int idle_recv(void *state, tr_msg *m)
+{
+	(void)state;
+	(void)m;
+	return 0;
+}
+
+static int bench_registry(struct bench_ctx *c, uint64_t n, uint64_t threads)
+{
+	struct lookup_thread *t = bench_calloc(c, threads, sizeof *t);
+	pthread_t *tid = bench_calloc(c, threads, sizeof *tid);
+	pthread_barrier_t start;
+	uint64_t found = 0;
+	char name[32];
+	double t0, secs;
+
+	for (uint64_t i = 0; i < NAMES; i++) {
+		name_of(name, sizeof name, i);
+		must(tr_register(c->sys, name, spawn(c, idle_recv, NULL)), "tr_register");
+	}
+	pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+	for (uint64_t i = 0; i < threads; i++) {
+		t[i] = (struct lookup_thread){ c->sys, n / threads + (i < n % threads), 0, &start };
+		if (pthread_create(&tid[i], NULL, lookup_loop, &t[i]))
+			die(EXIT_WRONG, "pthread_create");
+	}
+	t0 = now();
+	pthread_barrier_wait(&start);
+	for (uint64_t i = 0; i < threads; i++) {
+		pthread_join(tid[i], NULL);
+		found += t[i].found;
+	}
+	secs = now() - t0;
+	pthread_barrier_destroy(&start);
+	check("lookups that found their name", found, n);
+	report(n, secs, "");
+	return EXIT_OK;
+}
+
 struct bench {
 	const char *name;
 	uint64_t n; /* default N */
@@ -819,6 +1176,11 @@ static const struct bench benches[] = {
 	{ "ask", 500000, 0, bench_ask },
 	{ "ask_open", 200000, 200000, bench_ask_open },
 	{ "timers", 1000000, 0, bench_timers },
+	{ "fanin", 5000000, 2, bench_fanin },
+	{ "spawn", 500000, 1000, bench_spawn },
+	{ "broadcast", 20000, 100, bench_broadcast },
+	{ "pipeline", 2000000, 4, bench_pipeline },
+	{ "registry", 10000000, 2, bench_registry },
 };
 
 #define NBENCHES (sizeof benches / sizeof benches[0])

@@ -382,15 +382,16 @@ int tr_unsubscribe_pattern(tr_system *sys, const char *pattern, tr_ref ref)
 
 /* ----------------------------------------------------------------- publish */
 
-static void tr__shared_release(void *p)
+static void tr__shared_put(tr_shared *s, uint32_t n)
 {
-	tr_shared *s = p;
-
-	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+	if (atomic_fetch_sub_explicit(&s->refs, n, memory_order_acq_rel) == n)
 		free(s);
 }
 
-/* One delivery. Inside a read-side section. */
+static void tr__shared_release(void *p) { tr__shared_put(p, 1); }
+
+/* One delivery; the payload reference it hands over was taken in advance
+ * by tr_publish. Inside a read-side section. */
 static void tr__fan_out(tr_system *sys, tr__sub *s, uint32_t type, tr_shared *payload,
 			tr_pub_result *r)
 {
@@ -415,11 +416,9 @@ static void tr__fan_out(tr_system *sys, tr__sub *s, uint32_t type, tr_shared *pa
 		tr__count(sys, TR__C_REJECTED_FULL, 1);
 		return;
 	}
-	atomic_fetch_add_explicit(&payload->refs, 1, memory_order_relaxed);
 	if (tr__post(sys, a, TR_MSG_F_PTR | TR_MSG_F_SHARED, type, 0, &p, 0) != TR_OK) {
 		if (a->mb_capacity)
 			atomic_fetch_sub_explicit(&a->mb_count, 1, memory_order_relaxed);
-		tr__shared_release(payload);
 		r->refused++;
 		return;
 	}
@@ -446,13 +445,17 @@ int tr_publish(tr_channel *ch, uint32_t type, const void *data, size_t size, tr_
 	subs = atomic_load_explicit(&ch->subs, memory_order_acquire);
 	pats = atomic_load_explicit(tr__patterns(sys), memory_order_acquire);
 	if ((subs && subs->n) || (pats && pats->n)) {
-		/* one hold for the publisher while it fans out */
+		/* One reference per possible delivery, taken now with one store
+		 * rather than one contended atomic add per subscriber; the
+		 * publisher gives back the unused ones (and its own) at the end. */
+		uint32_t refs = 1 + (subs ? subs->n : 0) + (pats ? pats->n : 0);
+
 		payload = malloc(sizeof(*payload) + size);
 		if (!payload) {
 			tr__rcu_read_unlock();
 			return TR_ENOMEM;
 		}
-		atomic_init(&payload->refs, 1);
+		atomic_init(&payload->refs, refs);
 		payload->size = (uint32_t)size;
 		if (size)
 			memcpy(payload->data, data, size);
@@ -463,7 +466,7 @@ int tr_publish(tr_channel *ch, uint32_t type, const void *data, size_t size, tr_
 			if (tr_topic_match(pats->v[i]->pattern, ch->name))
 				tr__fan_out(sys, pats->v[i], type, payload, &r);
 		pattern_gone = r.gone - pattern_gone;
-		tr__shared_release(payload);
+		tr__shared_put(payload, refs - r.delivered);
 	}
 	tr__rcu_read_unlock();
 	if (r.gone > pattern_gone)

@@ -99,6 +99,11 @@ static inline tr_msg *tr__mcache_alloc(tr__msgpool *p, tr__mcache *mc, unsigned 
 	}
 	k->free = tr__mnext(m);
 	k->nfree--;
+	/* Free blocks usually come back from other cores (receivers free what
+	 * senders allocate): start fetching the next one now, so a sender in a
+	 * loop does not stall on it at its next allocation. */
+	if (k->free)
+		__builtin_prefetch(k->free, 1, 3);
 	m->flags = (uint16_t)(cls << TR__MSG_F_CLASS_SHIFT);
 	return m;
 }
