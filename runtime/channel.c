@@ -179,7 +179,8 @@ static int tr__subs_add(tr_system *sys, pthread_mutex_t *mu, tr__subs *_Atomic *
 	int rc = TR_OK;
 	bool alive;
 
-	if (!ref.id || (policy != TR_SUB_DROP && policy != TR_SUB_REPORT))
+	if (!ref.id || tr__ref_sys(ref.id) != sys->slot ||
+	    (policy != TR_SUB_DROP && policy != TR_SUB_REPORT))
 		return TR_EINVAL;
 	tr__rcu_read_lock();
 	alive = tr__ref_alive(sys, ref.id);
@@ -320,7 +321,8 @@ int tr_channel_open(tr_system *sys, const char *name, tr_channel **out)
 	if (!sys || !name || !out)
 		return TR_EINVAL;
 	len = strnlen(name, TR_NAME_MAX + 1);
-	if (!len || len > TR_NAME_MAX)
+	/* a topic with wildcard characters could never be told from a pattern */
+	if (!len || len > TR_NAME_MAX || strpbrk(name, "*#"))
 		return TR_EINVAL;
 	if (atomic_load_explicit(&sys->state, memory_order_acquire) >= TR__S_DRAINING)
 		return TR_ESHUTDOWN;
@@ -366,9 +368,15 @@ int tr_unsubscribe(tr_channel *ch, tr_ref ref)
 
 static tr__subs *_Atomic *tr__patterns(tr_system *sys) { return &sys->patterns; }
 
+static bool tr__pattern_ok(const char *pattern)
+{
+	size_t len = pattern ? strnlen(pattern, TR_NAME_MAX + 1) : 0;
+	return len && len <= TR_NAME_MAX;
+}
+
 int tr_subscribe_pattern(tr_system *sys, const char *pattern, tr_ref ref, tr_sub_policy policy)
 {
-	if (!sys || !pattern || !*pattern)
+	if (!sys || !tr__pattern_ok(pattern))
 		return TR_EINVAL;
 	return tr__subs_add(sys, &sys->pattern_mu, tr__patterns(sys), ref, pattern, policy);
 }
@@ -438,10 +446,14 @@ int tr_publish(tr_channel *ch, uint32_t type, const void *data, size_t size, tr_
 	if (!ch || (size && !data) || type >= TR_MSG_TYPE_RUNTIME || size > UINT32_MAX)
 		return TR_EINVAL;
 	sys = ch->sys;
-	st = atomic_load_explicit(&sys->state, memory_order_acquire);
-	if (st != TR__S_RUNNING)
-		return st == TR__S_CREATED ? TR_ENOTSTARTED : TR_ESHUTDOWN;
+	/* checked inside the section, as sends do: shutdown's grace period
+	 * then covers a publish that saw the system running */
 	tr__rcu_read_lock();
+	st = atomic_load_explicit(&sys->state, memory_order_acquire);
+	if (st != TR__S_RUNNING) {
+		tr__rcu_read_unlock();
+		return st == TR__S_CREATED ? TR_ENOTSTARTED : TR_ESHUTDOWN;
+	}
 	subs = atomic_load_explicit(&ch->subs, memory_order_acquire);
 	pats = atomic_load_explicit(tr__patterns(sys), memory_order_acquire);
 	if ((subs && subs->n) || (pats && pats->n)) {
@@ -478,18 +490,28 @@ int tr_publish(tr_channel *ch, uint32_t type, const void *data, size_t size, tr_
 	return r.refused ? TR_EFULL : TR_OK;
 }
 
-uint64_t tr_subscription_dropped(tr_channel *ch, tr_ref ref)
+static uint64_t tr__dropped(tr__subs *_Atomic *slot, tr_ref ref, const char *pattern)
 {
 	uint64_t n = 0;
 	tr__subs *subs;
 
-	if (!ch)
-		return 0;
 	tr__rcu_read_lock();
-	subs = atomic_load_explicit(&ch->subs, memory_order_acquire);
-	for (uint32_t i = 0; subs && i < subs->n; i++)
-		if (subs->v[i]->ref == ref.id)
-			n = atomic_load_explicit(&subs->v[i]->dropped, memory_order_relaxed);
+	subs = atomic_load_explicit(slot, memory_order_acquire);
+	for (uint32_t i = 0; subs && i < subs->n; i++) {
+		tr__sub *s = subs->v[i];
+		if (s->ref == ref.id && (!pattern || strcmp(s->pattern, pattern) == 0))
+			n = atomic_load_explicit(&s->dropped, memory_order_relaxed);
+	}
 	tr__rcu_read_unlock();
 	return n;
+}
+
+uint64_t tr_subscription_dropped(tr_channel *ch, tr_ref ref)
+{
+	return ch ? tr__dropped(&ch->subs, ref, NULL) : 0;
+}
+
+uint64_t tr_pattern_dropped(tr_system *sys, const char *pattern, tr_ref ref)
+{
+	return sys && pattern ? tr__dropped(tr__patterns(sys), ref, pattern) : 0;
 }

@@ -9,9 +9,13 @@
  * subscriber is done with it (tr_msg_data/tr_msg_size read it as usual).
  *
  * Order: messages from one publisher on one channel reach each subscriber
- * in publish order. After tr_unsubscribe returns, publishes that start
- * afterwards do not reach the actor. A subscriber that stops is dropped
- * from the set automatically.
+ * in publish order. After tr_unsubscribe returns, publishes that happen
+ * after it (in the C11 sense: ordered by a message, a lock, a join...) do
+ * not reach the actor. A subscriber that stops is dropped from the set
+ * automatically. Each subscription delivers: an actor subscribed to a
+ * channel and to a pattern that matches it receives each publish twice.
+ *
+ * Channel names are 1..TR_NAME_MAX bytes without '*' or '#'.
  *
  * Patterns (tr_subscribe_pattern): topics are dot-separated words; `*`
  * matches exactly one word and `#` any number of words, zero included, so
@@ -55,7 +59,8 @@ typedef struct tr_pub_result {
  * tr_channel_open: the channel named `name` in `sys`, created on first use
  * (channels live as long as the system). Thread-safe; lock-free lookup,
  * creation races resolved by one atomic insert.
- * Errors: TR_EINVAL (NULL, empty or too long name), TR_ENOMEM, TR_ESHUTDOWN.
+ * Errors: TR_EINVAL (NULL, empty or too long name, '*' or '#' in it),
+ * TR_ENOMEM, TR_ESHUTDOWN.
  */
 int tr_channel_open(tr_system *sys, const char *name, tr_channel **out);
 
@@ -66,7 +71,8 @@ const char *tr_channel_name(const tr_channel *ch);
  * tr_subscribe: add `ref` to the channel's subscribers (idempotent: a
  * second call changes the policy). Thread-safe; blocking on the channel's
  * update lock (readers never take it).
- * Errors: TR_EINVAL, TR_EDEAD (stale ref), TR_ENOMEM.
+ * Errors: TR_EINVAL (also a ref of another system), TR_EDEAD (stale ref),
+ * TR_ENOMEM.
  */
 int tr_subscribe(tr_channel *ch, tr_ref ref, tr_sub_policy policy);
 
@@ -84,8 +90,9 @@ bool tr_topic_match(const char *pattern, const char *topic);
 /*
  * tr_publish: send a copy of (type, data, size) to every current subscriber
  * (exact and pattern). The payload is copied once, whatever the number of
- * subscribers; any size is allowed. Thread-safe, lock-free (allocates the
- * shared payload). Fills *res if not NULL.
+ * subscribers; any size below 4 GiB. Thread-safe, lock-free (allocates the
+ * shared payload). Fills *res if not NULL; a delivery that fails for lack
+ * of memory counts as refused.
  * Returns TR_OK (also with no subscriber), TR_EFULL if a TR_SUB_REPORT
  * subscriber refused it, or TR_EINVAL, TR_ENOMEM, TR_ENOTSTARTED,
  * TR_ESHUTDOWN.
@@ -93,8 +100,11 @@ bool tr_topic_match(const char *pattern, const char *topic);
 int tr_publish(tr_channel *ch, uint32_t type, const void *data, size_t size, tr_pub_result *res);
 
 /* tr_subscription_dropped: messages dropped for `ref` on `ch` by TR_SUB_DROP
- * since it subscribed (0 if not subscribed). Thread-safe, wait-free. */
+ * since it subscribed (0 if not subscribed). Thread-safe, lock-free. */
 uint64_t tr_subscription_dropped(tr_channel *ch, tr_ref ref);
+
+/* tr_pattern_dropped: the same for the pattern subscription of `ref`. */
+uint64_t tr_pattern_dropped(tr_system *sys, const char *pattern, tr_ref ref);
 
 #ifdef __cplusplus
 }

@@ -50,6 +50,8 @@ int tr_whereis(tr_system *sys, const char *name, tr_ref *out);
  * threads asking at once for the same name all get the same single actor:
  * one claims the name (an atomic insert), the others wait for its spawn
  * (briefly yielding, outside any lock). Thread-safe; lock-free lookups.
+ * The init hook of the spawned actor must not ask for its own name (the
+ * name is pending until init returns: it would wait for itself).
  * Errors: those of tr_spawn_opts and tr_register (never TR_EEXIST).
  */
 int tr_spawn_named(tr_system *sys, const char *name, const tr_actor_opts *opts, tr_ref *out);
