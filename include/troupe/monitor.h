@@ -52,8 +52,9 @@ static inline const tr_down *tr_msg_down(const tr_msg *m)
  */
 int tr_monitor(tr_ref target);
 
-/* tr_demonitor: drop one monitor of `target` set by the caller; a DOWN
- * already queued still arrives. Errors: TR_ENOTACTOR, TR_EINVAL. */
+/* tr_demonitor: drop one monitor of `target` set by the caller (no-op if
+ * there is none); a DOWN already queued still arrives.
+ * Errors: TR_ENOTACTOR, TR_EINVAL. */
 int tr_demonitor(tr_ref target);
 
 /*
@@ -68,7 +69,9 @@ int tr_link(tr_ref target);
 int tr_unlink(tr_ref target);
 
 /* tr_trap_exit: whether the calling actor turns exit signals from linked
- * actors into TR_MSG_EXIT messages instead of stopping. Errors: TR_ENOTACTOR. */
+ * actors into TR_MSG_EXIT messages instead of stopping. A trapping actor
+ * also gets TR_MSG_EXIT (reason TR_OK) when a linked actor stops normally,
+ * as in Erlang. Errors: TR_ENOTACTOR. */
 int tr_trap_exit(bool on);
 
 /*
