@@ -35,6 +35,7 @@
 
 #include "troupe.h"
 #include "../support.h"
+#include "stress.h"
 
 enum { ASKERS = 8, THREADS = 2, SLOTS = 16, WINDOW = 128, BATCH = 256 };
 enum { MSG_REQ = 1, MSG_REP, MSG_LATE, MSG_START };
@@ -48,65 +49,12 @@ enum { M_NOW, M_LATE, M_DIE };
 
 /* ---- checks ---- */
 
-static unsigned n_passed, n_failed;
-
-static bool check_(bool ok, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		n_passed++;
-		return true;
-	}
-	n_failed++;
-	fprintf(stderr, "%s:%d: FAILED: ", __FILE__, line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return false;
-}
-
-#define CHECK(cond, ...) check_((cond), __LINE__, __VA_ARGS__)
-#define CHECK_EQ(a, b, what)                                                   \
-	check_((uint64_t)(a) == (uint64_t)(b), __LINE__, "%s: %" PRIu64          \
-	       " != %" PRIu64, (what), (uint64_t)(a), (uint64_t)(b))
-
-static uint64_t parse_u64(const char *s, const char *prog)
-{
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v == 0) {
-		fprintf(stderr, "usage: %s SCALE [SEED] (positive integers)\n", prog);
-		exit(2);
-	}
-	return v;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_us(long us)
-{
-	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545f4914f6cdd1dULL;
 }
 
 /* ---- shared state ---- */

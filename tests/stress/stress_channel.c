@@ -46,6 +46,7 @@
 
 #include "troupe.h"
 #include "../support.h"
+#include "stress.h"
 
 enum { N_PUB_THREADS = 2, N_PUB_ACTORS = 2, N_PUBS = N_PUB_THREADS + N_PUB_ACTORS };
 enum { N_CH = 4, N_SLOTS = 8, N_CHURN = 2 };
@@ -63,59 +64,6 @@ enum { MSG_PUB = 100, MSG_DIE = 1, MSG_MORE = 2 }; /* MSG_PUB + channel */
 #define MAGIC 0x5ca1ab1eu
 
 /* ---- checks ---- */
-
-static unsigned n_passed, n_failed;
-
-static bool check_(bool ok, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		n_passed++;
-		return true;
-	}
-	n_failed++;
-	fprintf(stderr, "%s:%d: FAILED: ", __FILE__, line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return false;
-}
-
-#define CHECK(cond, ...) check_((cond), __LINE__, __VA_ARGS__)
-#define CHECK_EQ(a, b, what)                                                   \
-	check_((uint64_t)(a) == (uint64_t)(b), __LINE__, "%s: %" PRIu64          \
-	       " != %" PRIu64, (what), (uint64_t)(a), (uint64_t)(b))
-
-static uint64_t parse_u64(const char *s, const char *prog)
-{
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v == 0) {
-		fprintf(stderr, "usage: %s SCALE [SEED] (positive integers)\n", prog);
-		exit(2);
-	}
-	return v;
-}
-
-static void sleep_us(long us)
-{
-	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545f4914f6cdd1dULL;
-}
 
 /* Problems seen off the main thread, reported by main at the end. */
 static atomic_uint_fast64_t n_errors;

@@ -24,6 +24,7 @@
 
 #include "troupe.h"
 #include "../support.h"
+#include "stress.h"
 
 enum { MSG_PING = 1, MSG_PONG, MSG_GATHER };
 
@@ -33,30 +34,6 @@ enum { MSG_PING = 1, MSG_PONG, MSG_GATHER };
 #define IDLE_CPU_MAX 0.2 /* CPU seconds the whole process may use in it */
 
 /* ---- checks ---- */
-
-static unsigned n_passed, n_failed;
-
-static bool check_(bool ok, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		n_passed++;
-		return true;
-	}
-	n_failed++;
-	fprintf(stderr, "%s:%d: FAILED: ", __FILE__, line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return false;
-}
-
-#define CHECK(cond, ...) check_((cond), __LINE__, __VA_ARGS__)
-#define CHECK_EQ(a, b, what)                                                   \
-	check_((uint64_t)(a) == (uint64_t)(b), __LINE__, "%s: %" PRIu64          \
-	       " != %" PRIu64, (what), (uint64_t)(a), (uint64_t)(b))
 
 static uint64_t parse_scale(int argc, char **argv)
 {

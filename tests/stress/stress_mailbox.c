@@ -22,6 +22,7 @@
 
 #include "troupe.h"
 #include "../support.h"
+#include "stress.h"
 
 enum { N_THREADS = 4, N_ACTORS = 4, N_SENDERS = N_THREADS + N_ACTORS };
 enum { MSG_DATA = 1, MSG_END, MSG_MORE };
@@ -38,30 +39,6 @@ enum { MSG_DATA = 1, MSG_END, MSG_MORE };
 
 /* ---- checks ---- */
 
-static unsigned n_passed, n_failed;
-
-static bool check_(bool ok, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		n_passed++;
-		return true;
-	}
-	n_failed++;
-	fprintf(stderr, "%s:%d: FAILED: ", __FILE__, line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return false;
-}
-
-#define CHECK(cond, ...) check_((cond), __LINE__, __VA_ARGS__)
-#define CHECK_EQ(a, b, what)                                                   \
-	check_((uint64_t)(a) == (uint64_t)(b), __LINE__, "%s: %" PRIu64          \
-	       " != %" PRIu64, (what), (uint64_t)(a), (uint64_t)(b))
-
 static uint64_t parse_scale(int argc, char **argv)
 {
 	unsigned long long v;
@@ -76,13 +53,6 @@ static uint64_t parse_scale(int argc, char **argv)
 		exit(2);
 	}
 	return v;
-}
-
-static void sleep_us(long us)
-{
-	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-
-	nanosleep(&ts, NULL);
 }
 
 /* ---- pacing ---- */

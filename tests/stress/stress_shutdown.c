@@ -29,6 +29,7 @@
 
 #include "troupe.h"
 #include "../support.h"
+#include "stress.h"
 
 enum { N_THREADS = 2, N_ACTORS = 2, N_SENDERS = N_THREADS + N_ACTORS, SINKS = 8 };
 enum { MSG_DATA = 1, MSG_PTR, MSG_MORE };
@@ -39,60 +40,6 @@ enum { MSG_DATA = 1, MSG_PTR, MSG_MORE };
 #define PACE_GIVE_UP_S 10.0
 
 /* ---- checks ---- */
-
-static unsigned n_passed, n_failed;
-
-static bool check_(bool ok, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (ok) {
-		n_passed++;
-		return true;
-	}
-	n_failed++;
-	fprintf(stderr, "%s:%d: FAILED: ", __FILE__, line);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return false;
-}
-
-#define CHECK(cond, ...) check_((cond), __LINE__, __VA_ARGS__)
-#define CHECK_EQ(a, b, what)                                                   \
-	check_((uint64_t)(a) == (uint64_t)(b), __LINE__, "%s: %" PRIu64          \
-	       " != %" PRIu64, (what), (uint64_t)(a), (uint64_t)(b))
-
-static uint64_t parse_u64(const char *s, const char *prog)
-{
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v == 0) {
-		fprintf(stderr, "usage: %s SCALE [SEED] (positive integers)\n", prog);
-		exit(2);
-	}
-	return v;
-}
-
-static void sleep_us(long us)
-{
-	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	/* xorshift64*: reproducible from the printed seed */
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545f4914f6cdd1dULL;
-}
 
 /* ---- one round's world ---- */
 
