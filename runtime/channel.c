@@ -350,6 +350,31 @@ int tr_channel_open(tr_system *sys, const char *name, tr_channel **out)
 	return TR_OK;
 }
 
+int tr_channel_find(tr_system *sys, const char *name, tr_channel **out)
+{
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *n;
+	tr__key k;
+	size_t len;
+
+	if (!sys || !name || !out)
+		return TR_EINVAL;
+	len = strnlen(name, TR_NAME_MAX + 1);
+	if (!len || len > TR_NAME_MAX || strpbrk(name, "*#"))
+		return TR_EINVAL;
+	k = (tr__key){name, len};
+	tr__rcu_read_lock();
+	cds_lfht_lookup(sys->channels, tr__hash_name(name, len), tr__chan_match, &k, &it);
+	n = cds_lfht_iter_get_node(&it);
+	tr__rcu_read_unlock();
+	if (!n)
+		return TR_ENOENT;
+	/* channels live as long as their system: safe outside the section */
+	*out = caa_container_of(n, tr_channel, node);
+	TR__LFHT_FOUND(*out);
+	return TR_OK;
+}
+
 const char *tr_channel_name(const tr_channel *ch) { return ch ? ch->name : NULL; }
 
 int tr_subscribe(tr_channel *ch, tr_ref ref, tr_sub_policy policy)

@@ -1139,6 +1139,24 @@ Test(channel, full_mailbox_drop_policy_pattern)
 	sys_finish(&sys);
 }
 
+/* Looking a channel up never creates it. */
+Test(channel, find_unknown_and_known)
+{
+	tr_system *sys = sys_start(1);
+	tr_channel *ch = NULL, *found = NULL;
+
+	cr_assert_eq(tr_channel_find(sys, "nobody.here", &found), TR_ENOENT);
+	cr_assert_null(found);
+	cr_assert_eq(tr_channel_find(sys, "nobody.here", &found), TR_ENOENT, "still not created");
+	ch = open_ch(sys, "somebody.here");
+	cr_assert_eq(tr_channel_find(sys, "somebody.here", &found), TR_OK);
+	cr_assert_eq(found, ch);
+	cr_assert_eq(tr_channel_find(NULL, "x", &found), TR_EINVAL);
+	cr_assert_eq(tr_channel_find(sys, "", &found), TR_EINVAL);
+	cr_assert_eq(tr_channel_find(sys, "x", NULL), TR_EINVAL);
+	sys_finish(&sys);
+}
+
 /* A topic with wildcards could not be told from a pattern. */
 Test(channel, wildcard_channel_names_refused)
 {

@@ -64,6 +64,13 @@ typedef struct tr_pub_result {
  */
 int tr_channel_open(tr_system *sys, const char *name, tr_channel **out);
 
+/*
+ * tr_channel_find: the existing channel named `name`, without creating one.
+ * Thread-safe, lock-free (an RCU lookup).
+ * Errors: TR_EINVAL (NULL, bad name), TR_ENOENT (no such channel).
+ */
+int tr_channel_find(tr_system *sys, const char *name, tr_channel **out);
+
 /* tr_channel_name: the channel's name. Thread-safe, wait-free. */
 const char *tr_channel_name(const tr_channel *ch);
 
