@@ -35,7 +35,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <troupe.h>
 
@@ -1163,6 +1166,159 @@ static int bench_registry(struct bench_ctx *c, uint64_t n, uint64_t threads)
 	return EXIT_OK;
 }
 
+/* -- troupe's own figures ------------------------------------------------ */
+
+/* pingpong with the two actors pinned: on different workers (cross) or on
+ * the same one (local). Same checks and count as pingpong. */
+static int pingpong_pinned(struct bench_ctx *c, uint64_t n, unsigned ping_w, unsigned pong_w)
+{
+	struct pinger *p = bench_calloc(c, 1, sizeof *p);
+	tr_actor_opts pong_opts = { .behaviour = pong_recv, .state = &c->res, .worker = pong_w };
+	tr_actor_opts ping_opts = { .behaviour = ping_recv, .state = p, .init = ping_init,
+				    .worker = ping_w };
+	uint64_t rounds = n / 2 ? n / 2 : 1, msgs, last;
+	tr_ref ping;
+	double t0, secs;
+
+	p->rounds = rounds;
+	p->res = &c->res;
+	t0 = now();
+	must(tr_spawn_opts(c->sys, &pong_opts, &p->pong), "tr_spawn pong");
+	must(tr_spawn_opts(c->sys, &ping_opts, &ping), "tr_spawn ping");
+	result_wait(&c->res, &msgs, &last);
+	secs = now() - t0;
+	check("messages", msgs, 2 * rounds);
+	check("last value", last, rounds);
+	report(msgs, secs, "");
+	return EXIT_OK;
+}
+
+static int bench_pingpong_cross(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	(void)x;
+	if (tr_system_workers(c->sys) < 2)
+		die(EXIT_USAGE, "needs two workers");
+	return pingpong_pinned(c, n, 1, 2);
+}
+
+static int bench_pingpong_local(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	(void)x;
+	return pingpong_pinned(c, n, 1, 1);
+}
+
+static uint64_t rss_bytes(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f || fscanf(f, "%lu %lu", &size, &resident) != 2)
+		die(EXIT_WRONG, "cannot read /proc/self/statm");
+	fclose(f);
+	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Spawns n actors that never get a message; reports the resident-set
+ * growth per actor (the rate field is the spawn rate). */
+static int bench_idle_bytes(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	uint64_t before, after;
+	char extra[64];
+	double t0, secs;
+	tr_stats st;
+
+	(void)x;
+	before = rss_bytes();
+	t0 = now();
+	for (uint64_t i = 0; i < n; i++)
+		(void)spawn(c, idle_recv, NULL);
+	secs = now() - t0;
+	after = rss_bytes();
+	must(tr_system_stats(c->sys, &st), "tr_system_stats");
+	check("alive", st.alive, n);
+	snprintf(extra, sizeof extra, " bytes_per_actor=%.1f",
+		 (double)(after > before ? after - before : 0) / (double)n);
+	report(n, secs, extra);
+	return EXIT_OK;
+}
+
+static double cpu_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU time the whole process uses while a started system with some idle
+ * actors and an armed timer does nothing for n milliseconds. */
+static int bench_idle_cpu(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	struct timespec nap = { (time_t)(n / 1000), (long)(n % 1000) * 1000000L };
+	tr_timer t;
+	char extra[64];
+	double c0, t0, secs, cpu;
+
+	(void)x;
+	for (int i = 0; i < 1000; i++)
+		(void)spawn(c, idle_recv, NULL);
+	/* an armed timer far away must not cost anything either */
+	must(tr_send_after(spawn(c, idle_recv, NULL), 3600ull * 1000000000ull, MSG_INT, NULL, 0, &t),
+	     "tr_send_after");
+	nanosleep(&(struct timespec){ 0, 100000000 }, NULL); /* let workers park */
+	c0 = cpu_seconds();
+	t0 = now();
+	nanosleep(&nap, NULL);
+	secs = now() - t0;
+	cpu = cpu_seconds() - c0;
+	snprintf(extra, sizeof extra, " cpu_percent=%.3f", 100.0 * cpu / secs);
+	report(n, secs, extra);
+	return EXIT_OK;
+}
+
+/* Wake-up latency of a parked worker: main sends to an idle actor once
+ * every worker has parked and times how long until the behaviour runs. */
+struct waker {
+	_Atomic uint64_t ran_at;
+};
+
+static int waker_recv(void *state, tr_msg *m)
+{
+	struct waker *w = state;
+
+	(void)m;
+	atomic_store(&w->ran_at, now_ns());
+	return 0;
+}
+
+static int bench_wakeup(struct bench_ctx *c, uint64_t n, uint64_t x)
+{
+	struct waker *w = bench_calloc(c, 1, sizeof *w);
+	struct hist *h = bench_calloc(c, 1, sizeof *h);
+	tr_ref r = spawn(c, waker_recv, w);
+	char extra[96];
+	double t0, secs;
+
+	(void)x;
+	t0 = now();
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t sent;
+
+		/* 2 ms idle: far beyond the 50 us spin, so the workers sleep */
+		nanosleep(&(struct timespec){ 0, 2000000 }, NULL);
+		atomic_store(&w->ran_at, 0);
+		sent = now_ns();
+		must(tr_send(r, MSG_INT, NULL, 0), "tr_send");
+		while (!atomic_load(&w->ran_at))
+			sched_yield();
+		hist_record(h, atomic_load(&w->ran_at) - sent);
+	}
+	secs = now() - t0;
+	snprintf(extra, sizeof extra, " p50_us=%.2f p99_us=%.2f", pct_us(h, 0.50), pct_us(h, 0.99));
+	report(n, secs, extra);
+	return EXIT_OK;
+}
+
 struct bench {
 	const char *name;
 	uint64_t n; /* default N */
@@ -1181,6 +1337,11 @@ static const struct bench benches[] = {
 	{ "broadcast", 20000, 100, bench_broadcast },
 	{ "pipeline", 2000000, 4, bench_pipeline },
 	{ "registry", 10000000, 2, bench_registry },
+	{ "pingpong_cross", 1000000, 0, bench_pingpong_cross },
+	{ "pingpong_local", 1000000, 0, bench_pingpong_local },
+	{ "idle_bytes", 200000, 0, bench_idle_bytes },
+	{ "idle_cpu", 1000, 0, bench_idle_cpu },
+	{ "wakeup", 1000, 0, bench_wakeup },
 };
 
 #define NBENCHES (sizeof benches / sizeof benches[0])

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "internal.h"
@@ -96,20 +97,14 @@ static void tr__mbox_discard(tr_system *sys, tr__mcache *mc, tr__actor *a)
 /* Allocates and publishes a chunk of records. Caller holds table_mu. */
 static int tr__chunk_new_locked(tr_system *sys, uint32_t c)
 {
-	uint32_t cap = (c + 1) * TR__CHUNK_SIZE;
-	tr__actor *chunk;
+	/* Straight from mmap: 128 KiB is glibc's mmap threshold, where
+	 * malloc would add a header page (3% per actor); mmap memory also
+	 * comes zeroed and page-aligned. */
+	tr__actor *chunk = mmap(NULL, TR__CHUNK_BYTES, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (cap > sys->free_cap) {
-		uint32_t *f = realloc(sys->free_idx, (size_t)cap * sizeof(*f));
-		if (!f)
-			return TR_ENOMEM;
-		sys->free_idx = f;
-		sys->free_cap = cap;
-	}
-	chunk = aligned_alloc(TR__CACHELINE, TR__CHUNK_SIZE * sizeof(tr__actor));
-	if (!chunk)
+	if (chunk == MAP_FAILED)
 		return TR_ENOMEM;
-	memset(chunk, 0, TR__CHUNK_SIZE * sizeof(tr__actor));
 	for (uint32_t i = 0; i < TR__CHUNK_SIZE; i++) {
 		tr__actor *a = &chunk[i];
 		a->idx = c * TR__CHUNK_SIZE + i;
@@ -126,8 +121,9 @@ static int tr__idx_take_locked(tr_system *sys, uint32_t *out)
 {
 	int rc;
 
-	if (sys->nfree) {
-		*out = sys->free_idx[--sys->nfree];
+	if (sys->free_head) {
+		*out = sys->free_head - 1;
+		sys->free_head = tr__actor_at(sys, *out)->u.free.next;
 		return TR_OK;
 	}
 	if (sys->next_fresh >= TR_ACTORS_MAX)
@@ -160,9 +156,13 @@ static int tr__idx_alloc(tr_system *sys, uint32_t *out)
 
 static void tr__idx_release(tr_system *sys, const uint32_t *idx, unsigned n)
 {
+	/* a free record's union is unused: it links the free list, so idle
+	 * capacity costs no memory beyond the records themselves */
 	pthread_mutex_lock(&sys->table_mu);
-	for (unsigned i = 0; i < n; i++)
-		sys->free_idx[sys->nfree++] = idx[i];
+	for (unsigned i = 0; i < n; i++) {
+		tr__actor_at(sys, idx[i])->u.free.next = sys->free_head;
+		sys->free_head = idx[i] + 1;
+	}
 	pthread_mutex_unlock(&sys->table_mu);
 }
 
@@ -475,7 +475,7 @@ int tr_spawn_opts(tr_system *sys, const tr_actor_opts *o, tr_ref *out)
 	tr__tls saved;
 	int rc;
 
-	if (!sys || !o || !out || !o->behaviour)
+	if (!sys || !o || !out || !o->behaviour || o->worker > sys->nworkers)
 		return TR_EINVAL;
 	if (o->mailbox_capacity == 0) {
 		cap = sys->cfg.mailbox_capacity;
@@ -507,6 +507,7 @@ int tr_spawn_opts(tr_system *sys, const tr_actor_opts *o, tr_ref *out)
 	a->mb_capacity = cap;
 	a->overflow = (uint8_t)overflow;
 	a->overflow_wait_ms = wait_ms;
+	a->home = (uint16_t)o->worker;
 	a->flags = 0;
 	a->stop_reason = TR_OK;
 	a->ext = NULL;
@@ -580,6 +581,8 @@ int tr_stop_self(int reason)
 }
 
 tr_ref tr_self(void) { return (tr_ref){tr__ctx.actor ? tr__ctx.self : 0}; }
+
+int tr_self_worker(void) { return tr__ctx.worker ? (int)tr__ctx.worker->index : -1; }
 
 tr_system *tr_self_system(void)
 {

@@ -20,6 +20,7 @@
 #define TR__CHUNK_BITS 10u /* actor records per chunk: 1024 (128 KiB) */
 #define TR__CHUNK_SIZE (1u << TR__CHUNK_BITS)
 #define TR__NCHUNKS (TR_ACTORS_MAX / TR__CHUNK_SIZE)
+#define TR__CHUNK_BYTES (TR__CHUNK_SIZE * sizeof(tr__actor))
 #define TR__IDX_CACHE 64u   /* free actor slots a worker keeps */
 #define TR__DEAD_BATCH 64u  /* dead actors per call_rcu */
 #define TR__LIFO_STREAK 3u  /* consecutive next-slot runs while others wait */
@@ -73,6 +74,7 @@ typedef struct tr__actor {
 	uint32_t overflow_wait_ms;
 	uint8_t overflow;          /* tr_overflow */
 	_Atomic uint8_t killed;    /* tr_kill: stop before the next message */
+	uint16_t home;             /* pinned to worker home - 1; 0: any worker */
 
 	/* Line 1: only the thread running the actor (or reclaiming it). */
 	alignas(TR__CACHELINE) tr__link *mb_tail;
@@ -87,6 +89,9 @@ typedef struct tr__actor {
 			struct tr__actor *next; /* dead batch */
 			tr_system *sys;
 		} dead;
+		struct {
+			uint32_t next; /* next free record: index + 1 */
+		} free;
 	} u;
 	struct tr__ext *ext; /* requests, monitors, links; NULL until first used */
 	uint32_t idx; /* constant: slot number */
@@ -125,6 +130,7 @@ typedef struct tr__counters {
 /* ---- worker ---- */
 typedef struct tr__worker {
 	tr__ring ring; /* shared with thieves */
+	tr__inject pinned; /* actors pinned here; only this worker consumes */
 	alignas(TR__CACHELINE) _Atomic uint32_t sleep; /* 1 while parked; futex word */
 
 	/* owner only */
@@ -176,9 +182,7 @@ struct tr_system {
 	/* actor table: chunks are published once and live until destroy */
 	alignas(TR__CACHELINE) pthread_mutex_t table_mu;
 	uint32_t next_fresh; /* never-used slots start here */
-	uint32_t nfree;
-	uint32_t free_cap;
-	uint32_t *free_idx;
+	uint32_t free_head; /* free records, linked through u.free.next: index + 1 */
 	_Atomic(tr__actor *) *chunks; /* TR__NCHUNKS entries */
 
 	pthread_mutex_t shutdown_mu;

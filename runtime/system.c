@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "internal.h"
@@ -99,11 +100,13 @@ static void tr__system_free(tr_system *sys)
 	tr__timers_free(sys);
 	tr__futures_free(sys);
 	if (sys->chunks) {
-		for (unsigned c = 0; c < TR__NCHUNKS; c++)
-			free(atomic_load_explicit(&sys->chunks[c], memory_order_relaxed));
+		for (unsigned c = 0; c < TR__NCHUNKS; c++) {
+			tr__actor *chunk = atomic_load_explicit(&sys->chunks[c], memory_order_relaxed);
+			if (chunk)
+				munmap(chunk, TR__CHUNK_BYTES);
+		}
 		free(sys->chunks);
 	}
-	free(sys->free_idx);
 	free(sys->workers);
 	tr__msgpool_fini(&sys->pool);
 	pthread_mutex_destroy(&sys->table_mu);
@@ -160,6 +163,7 @@ int tr_system_new(const tr_config *cfg, tr_system **out)
 	}
 	memset(sys->workers, 0, c.workers * sizeof(tr__worker));
 	for (unsigned i = 0; i < c.workers; i++) {
+		tr__mpsc_init(tr__inject_ends(&sys->workers[i].pinned), false);
 		sys->workers[i].sys = sys;
 		sys->workers[i].index = i;
 		sys->workers[i].rng = 2654435761u * (i + 1);

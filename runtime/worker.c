@@ -57,26 +57,32 @@ static inline void tr__cpu_relax(void)
 
 /* ---------------------------------------------------------------- waking */
 
+/* Wakes worker w if it sleeps; true if this call did. The caller made its
+ * work visible first with a seq_cst store that a parker reads after
+ * announcing itself; the load here is seq_cst too, so it sees a parker's
+ * sleep=1 that precedes the caller's store (see the header comment). */
+static bool tr__wake_worker(tr_system *sys, tr__worker *w)
+{
+	uint32_t one = 1;
+
+	if (atomic_load_explicit(&w->sleep, memory_order_seq_cst) == 1 &&
+	    atomic_compare_exchange_strong_explicit(&w->sleep, &one, 0, memory_order_seq_cst,
+						    memory_order_relaxed)) {
+		atomic_fetch_sub_explicit(&sys->parked, 1, memory_order_seq_cst);
+		tr__futex_wake(&w->sleep, 1);
+		return true;
+	}
+	return false;
+}
+
 static bool tr__wake_one(tr_system *sys)
 {
 	unsigned n = sys->nworkers;
 	unsigned start = atomic_fetch_add_explicit(&sys->wake_rr, 1, memory_order_relaxed);
 
-	for (unsigned i = 0; i < n; i++) {
-		tr__worker *w = &sys->workers[(start + i) % n];
-		uint32_t one = 1;
-
-		/* seq_cst: must see a parker's sleep=1 that precedes our
-		 * caller's read of `parked` (see the header comment) */
-		if (atomic_load_explicit(&w->sleep, memory_order_seq_cst) == 1 &&
-		    atomic_compare_exchange_strong_explicit(&w->sleep, &one, 0,
-							    memory_order_seq_cst,
-							    memory_order_relaxed)) {
-			atomic_fetch_sub_explicit(&sys->parked, 1, memory_order_seq_cst);
-			tr__futex_wake(&w->sleep, 1);
+	for (unsigned i = 0; i < n; i++)
+		if (tr__wake_worker(sys, &sys->workers[(start + i) % n]))
 			return true;
-		}
-	}
 	return false;
 }
 
@@ -114,12 +120,43 @@ static tr__actor *tr__inject_pop(tr_system *sys)
 	return caa_container_of(l, tr__actor, run_link);
 }
 
+/* ---------------------------------------------------------- pinned actors */
+
+/* A pinned actor goes to its home worker's own queue, from any thread. */
+static void tr__pinned_push(tr_system *sys, tr__actor *a)
+{
+	tr__worker *h = &sys->workers[a->home - 1];
+
+	tr__mpsc_push(&h->pinned.head, &a->run_link);
+	atomic_fetch_add_explicit(&h->pinned.len, 1, memory_order_seq_cst);
+	if (h != tr__my_worker(sys))
+		tr__wake_worker(sys, h);
+}
+
+/* Owner only: no consumer flag needed. */
+static tr__actor *tr__pinned_pop(tr__worker *w)
+{
+	tr__link *l;
+
+	if (atomic_load_explicit(&w->pinned.len, memory_order_relaxed) <= 0)
+		return NULL;
+	l = tr__mpsc_pop(tr__inject_ends(&w->pinned));
+	if (!l || l == TR__MPSC_RETRY)
+		return NULL;
+	atomic_fetch_sub_explicit(&w->pinned.len, 1, memory_order_relaxed);
+	return caa_container_of(l, tr__actor, run_link);
+}
+
 /* ------------------------------------------------------------ scheduling */
 
 static void tr__ring_push_or_inject(tr__worker *w, tr__actor *a)
 {
 	tr_system *sys = w->sys;
 
+	if (a->home) {
+		tr__pinned_push(sys, a);
+		return;
+	}
 	if (!tr__ring_push(&w->ring, a)) {
 		tr__inject_push(sys, a);
 		return;
@@ -134,6 +171,10 @@ void tr__schedule(tr_system *sys, tr__actor *a)
 {
 	tr__worker *w = tr__my_worker(sys);
 
+	if (a->home) {
+		tr__pinned_push(sys, a);
+		return;
+	}
 	if (!w) {
 		tr__inject_push(sys, a);
 		return;
@@ -176,6 +217,8 @@ static tr__actor *tr__find_work(tr__worker *w)
 {
 	tr__actor *a;
 
+	if ((a = tr__pinned_pop(w)))
+		return a;
 	if (++w->tick % TR__INJECT_EVERY == 0 && (a = tr__inject_pop(w->sys)))
 		return a;
 	if (w->next_slot && (w->streak < TR__LIFO_STREAK || tr__ring_len(&w->ring) == 0)) {
@@ -203,7 +246,8 @@ static bool tr__work_visible(tr__worker *w)
 {
 	tr_system *sys = w->sys;
 
-	if (atomic_load_explicit(&sys->inject.len, memory_order_seq_cst) > 0)
+	if (atomic_load_explicit(&sys->inject.len, memory_order_seq_cst) > 0 ||
+	    atomic_load_explicit(&w->pinned.len, memory_order_seq_cst) > 0)
 		return true;
 	for (unsigned i = 0; i < sys->nworkers; i++)
 		if (tr__ring_len(&sys->workers[i].ring))
@@ -252,7 +296,7 @@ static tr__actor *tr__search(tr__worker *w)
 
 	atomic_fetch_add_explicit(&sys->searching, 1, memory_order_relaxed);
 	for (unsigned i = 0;; i++) {
-		if ((a = tr__inject_pop(sys)) || (a = tr__steal(w)))
+		if ((a = tr__pinned_pop(w)) || (a = tr__inject_pop(sys)) || (a = tr__steal(w)))
 			break;
 		if (atomic_load_explicit(&sys->state, memory_order_relaxed) >= TR__S_STOPPING)
 			break;
@@ -293,6 +337,7 @@ void *tr__worker_main(void *arg)
 		 * else waits here: no queue round trip */
 		while (tr__actor_run(w, a)) {
 			if (w->next_slot || tr__ring_len(&w->ring) ||
+			    atomic_load_explicit(&w->pinned.len, memory_order_relaxed) > 0 ||
 			    atomic_load_explicit(&sys->inject.len, memory_order_relaxed) > 0) {
 				tr__ring_push_or_inject(w, a);
 				break;

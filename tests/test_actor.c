@@ -1026,3 +1026,54 @@ Test(actor, bad_arguments_are_einval)
 	st = sys_finish(&sys);
 	cr_assert_eq(st.spawned, 2, "a refused spawn was counted");
 }
+
+/* ---- pinning ---- */
+
+struct pinned {
+	_Atomic unsigned msgs;
+	_Atomic unsigned elsewhere; /* messages handled off the home worker */
+	int home;
+	tr_test_latch done;
+};
+
+static int pinned_beh(void *state, tr_msg *m)
+{
+	struct pinned *p = state;
+
+	(void)m;
+	if (tr_self_worker() != p->home)
+		atomic_fetch_add(&p->elsewhere, 1);
+	atomic_fetch_add(&p->msgs, 1);
+	tr_test_latch_count_down(&p->done);
+	return 0;
+}
+
+/* A pinned actor runs only on its worker, whoever sends to it, even while
+ * the other worker is idle and looking for work to steal. */
+Test(actor, pinned_actor_runs_only_on_its_worker)
+{
+	tr_system *sys = sys_start(2);
+	struct pinned p[2];
+	tr_actor_opts o = { .behaviour = pinned_beh };
+	tr_ref r[2];
+
+	for (int k = 0; k < 2; k++) {
+		memset(&p[k], 0, sizeof(p[k]));
+		p[k].home = k;
+		tr_test_latch_init(&p[k].done, 2000);
+		o.state = &p[k];
+		o.worker = (unsigned)k + 1;
+		cr_assert_eq(tr_spawn_opts(sys, &o, &r[k]), TR_OK);
+	}
+	for (int i = 0; i < 2000; i++)
+		for (int k = 0; k < 2; k++)
+			send_ok(r[k], T_DATA);
+	for (int k = 0; k < 2; k++) {
+		cr_assert(tr_test_latch_wait(&p[k].done, WAIT_S));
+		cr_assert_eq(atomic_load(&p[k].elsewhere), 0, "actor pinned to worker %d ran elsewhere", k);
+	}
+	cr_assert_eq(tr_self_worker(), -1, "the test thread is no worker");
+	o.worker = 3;
+	cr_assert_eq(tr_spawn_opts(sys, &o, &r[0]), TR_EINVAL, "only 2 workers");
+	sys_finish(&sys);
+}

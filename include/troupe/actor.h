@@ -51,6 +51,8 @@ typedef struct tr_actor_opts {
 	                              user messages waiting, not the one being handled */
 	tr_overflow overflow;      /* used when mailbox_capacity is set here */
 	uint32_t overflow_wait_ms; /* used when mailbox_capacity is set here */
+	unsigned worker;           /* 0: any worker; k: pinned to worker k - 1 (it
+	                              always runs there and is never stolen) */
 } tr_actor_opts;
 
 /*
@@ -58,7 +60,8 @@ typedef struct tr_actor_opts {
  * Thread-safe (any thread, actors included); lock-free in steady state,
  * blocking when it must grow the actor table (a cold-path lock). Allowed
  * before tr_system_start.
- * Errors: TR_EINVAL (NULL sys/opts/out/behaviour, capacity above 2^31),
+ * Errors: TR_EINVAL (NULL sys/opts/out/behaviour, capacity above 2^31,
+ * worker above tr_system_workers),
  * TR_ESHUTDOWN, TR_ELIMIT (TR_ACTORS_MAX actors alive), TR_ENOMEM, or the
  * non-zero value the init hook returned (the actor is then discarded without
  * running cleanup).
@@ -93,6 +96,10 @@ tr_ref tr_self(void);
 
 /* tr_self_system: the system of the calling actor or worker; NULL elsewhere. Wait-free. */
 tr_system *tr_self_system(void);
+
+/* tr_self_worker: index of the calling worker thread (0-based); -1 on a
+ * thread that is not a worker. Wait-free. */
+int tr_self_worker(void);
 
 #ifdef __cplusplus
 }
