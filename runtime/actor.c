@@ -405,9 +405,8 @@ int tr_send_ptr(tr_ref to, uint32_t type, void **ptr_p, tr_dtor dtor)
 
 /* Runtime stop request: never bound, never counted. Inside a read-side
  * section, with `a` resolved by the caller. */
-int tr__send_stop(tr_system *sys, tr__actor *a, uint64_t ident, int reason)
+int tr__send_stop(tr_system *sys, tr__actor *a, int reason)
 {
-	(void)ident;
 	return tr__post(sys, a, TR_MSG_F_SYSTEM, TR__SYS_STOP, 0, &reason, sizeof(reason));
 }
 
@@ -422,23 +421,10 @@ static int tr__resolve_request(uint64_t id, tr_system **sys, tr__actor **a)
 	return tr__resolve(id, false, true, sys, a);
 }
 
-int tr_stop(tr_ref ref)
-{
-	tr_system *sys;
-	tr__actor *a;
-	int rc;
-
-	if (!ref.id)
-		return TR_EINVAL;
-	tr__rcu_read_lock();
-	rc = tr__resolve_request(ref.id, &sys, &a);
-	if (rc == TR_OK)
-		rc = tr__send_stop(sys, a, ref.id, TR_OK);
-	tr__rcu_read_unlock();
-	return rc;
-}
-
-int tr_kill(tr_ref ref)
+/* tr_stop and tr_kill: a runtime request; a kill also raises the flag that
+ * makes the actor skip whatever is queued (the message only makes sure an
+ * idle actor runs to notice it). */
+static int tr__request(tr_ref ref, uint32_t kind, int reason)
 {
 	tr_system *sys;
 	tr__actor *a;
@@ -449,14 +435,17 @@ int tr_kill(tr_ref ref)
 	tr__rcu_read_lock();
 	rc = tr__resolve_request(ref.id, &sys, &a);
 	if (rc == TR_OK) {
-		/* the flag skips whatever is queued; the message makes sure an
-		 * idle actor runs to notice it */
-		atomic_store_explicit(&a->killed, 1, memory_order_relaxed);
-		rc = tr__post(sys, a, TR_MSG_F_SYSTEM, TR__SYS_KILL, 0, NULL, 0);
+		if (kind == TR__SYS_KILL)
+			atomic_store_explicit(&a->killed, 1, memory_order_relaxed);
+		rc = tr__post(sys, a, TR_MSG_F_SYSTEM, kind, 0, &reason, sizeof(reason));
 	}
 	tr__rcu_read_unlock();
 	return rc;
 }
+
+int tr_stop(tr_ref ref) { return tr__request(ref, TR__SYS_STOP, TR_OK); }
+
+int tr_kill(tr_ref ref) { return tr__request(ref, TR__SYS_KILL, TR_EKILLED); }
 
 /* ----------------------------------------------------------------- spawn */
 

@@ -311,18 +311,22 @@ void tr__channels_free(tr_system *sys)
 	atomic_store_explicit(&sys->patterns, NULL, memory_order_relaxed);
 }
 
+/* Length of a valid channel name, 0 if it is not one. A topic with
+ * wildcard characters could never be told from a pattern. */
+static size_t tr__chan_name_len(const char *name)
+{
+	size_t len = name ? strnlen(name, TR_NAME_MAX + 1) : 0;
+	return (len > TR_NAME_MAX || (len && strpbrk(name, "*#"))) ? 0 : len;
+}
+
 int tr_channel_open(tr_system *sys, const char *name, tr_channel **out)
 {
 	struct cds_lfht_node *n;
 	tr_channel *ch;
 	tr__key k;
-	size_t len;
+	size_t len = tr__chan_name_len(name);
 
-	if (!sys || !name || !out)
-		return TR_EINVAL;
-	len = strnlen(name, TR_NAME_MAX + 1);
-	/* a topic with wildcard characters could never be told from a pattern */
-	if (!len || len > TR_NAME_MAX || strpbrk(name, "*#"))
+	if (!sys || !len || !out)
 		return TR_EINVAL;
 	if (atomic_load_explicit(&sys->state, memory_order_acquire) >= TR__S_DRAINING)
 		return TR_ESHUTDOWN;
@@ -354,15 +358,11 @@ int tr_channel_find(tr_system *sys, const char *name, tr_channel **out)
 {
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *n;
-	tr__key k;
-	size_t len;
+	size_t len = tr__chan_name_len(name);
+	tr__key k = {name, len};
 
-	if (!sys || !name || !out)
+	if (!sys || !len || !out)
 		return TR_EINVAL;
-	len = strnlen(name, TR_NAME_MAX + 1);
-	if (!len || len > TR_NAME_MAX || strpbrk(name, "*#"))
-		return TR_EINVAL;
-	k = (tr__key){name, len};
 	tr__rcu_read_lock();
 	cds_lfht_lookup(sys->channels, tr__hash_name(name, len), tr__chan_match, &k, &it);
 	n = cds_lfht_iter_get_node(&it);

@@ -282,7 +282,7 @@ static inline uint64_t tr__actor_ref(tr_system *sys, const tr__actor *a)
 {
 	return tr__ref_make(sys->slot, a->gen, a->idx);
 }
-int tr__send_stop(tr_system *sys, tr__actor *a, uint64_t ident, int reason);
+int tr__send_stop(tr_system *sys, tr__actor *a, int reason);
 /* The running actor stops after its current message (first request wins). */
 void tr__actor_request_stop(tr__actor *a, int reason);
 /* Runs a batch; true if the actor must be rescheduled. */

@@ -258,7 +258,7 @@ static void tr__stop_everyone(tr_system *sys)
 		for (uint32_t i = 0; i < TR__CHUNK_SIZE; i++) {
 			uint64_t id = atomic_load_explicit(&chunk[i].ident, memory_order_acquire);
 			if (id)
-				(void)tr__send_stop(sys, &chunk[i], id, TR_ESHUTDOWN);
+				(void)tr__send_stop(sys, &chunk[i], TR_ESHUTDOWN);
 		}
 		tr__rcu_read_unlock();
 	}
