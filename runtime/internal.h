@@ -73,7 +73,6 @@ typedef struct tr__actor {
 	uint32_t mb_capacity;      /* 0: unbounded */
 	uint32_t overflow_wait_ms;
 	uint8_t overflow;          /* tr_overflow */
-	_Atomic uint8_t killed;    /* tr_kill: stop before the next message */
 	uint16_t home;             /* pinned to worker home - 1; 0: any worker */
 
 	/* Line 1: only the thread running the actor (or reclaiming it). */
@@ -96,7 +95,10 @@ typedef struct tr__actor {
 	struct tr__ext *ext; /* requests, monitors, links; NULL until first used */
 	uint32_t idx; /* constant: slot number */
 	uint32_t gen; /* generation of the current (or, once reset, next) incarnation */
-	uint32_t flags;
+	uint16_t flags;
+	/* tr_kill: stop before the next message. Read before every message, so
+	 * it lives on the owner's line, not on the line senders keep writing. */
+	_Atomic uint8_t killed;
 	int32_t stop_reason;
 } tr__actor;
 
