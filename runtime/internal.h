@@ -55,12 +55,6 @@ enum {
 #define TR__MSG_F_FUTURE 0x0020u  /* the request came from a future (corr = its id) */
 #define TR__MSG_F_REPLIED 0x0040u /* tr_reply answered this request */
 
-/* Messages that went through a bounded mailbox's admission. */
-static inline bool tr__msg_bounded(const tr_msg *m)
-{
-	return !(m->flags & (TR_MSG_F_SYSTEM | TR_MSG_F_REPLY | TR_MSG_F_TIMER));
-}
-
 struct tr__ext;
 
 typedef struct tr__actor {

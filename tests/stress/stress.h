@@ -9,12 +9,15 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include <troupe.h>
 
 static unsigned n_passed, n_failed;
 
@@ -69,6 +72,38 @@ static inline uint64_t rnd(uint64_t *s)
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
 	return *s * 0x2545f4914f6cdd1dULL;
+}
+
+/*
+ * Pacing for senders that could outrun their receivers: true while more
+ * than backlog_max accepted messages wait, so the caller should hold off.
+ * Reads the runtime's counters only to steer the pace (needs
+ * tr_test_now() from tests/support.h); if they stop moving for
+ * STRESS_PACE_GIVE_UP_S, pacing switches off for good and the program's
+ * final checks say why.
+ */
+#define STRESS_PACE_GIVE_UP_S 10.0
+static atomic_bool stress_pacing_off;
+
+static inline bool stress_must_wait(tr_system *sys, unsigned backlog_max, double *since)
+{
+	tr_stats st;
+
+	if (atomic_load_explicit(&stress_pacing_off, memory_order_relaxed) ||
+	    tr_system_stats(sys, &st) != TR_OK ||
+	    st.sent <= st.delivered + st.undelivered + backlog_max) {
+		*since = 0;
+		return false;
+	}
+	if (*since == 0) {
+		*since = tr_test_now();
+	} else if (tr_test_now() - *since > STRESS_PACE_GIVE_UP_S) {
+		if (!atomic_exchange(&stress_pacing_off, true))
+			fprintf(stderr, "note: backlog stuck above %u for %.0f s, pacing off\n",
+				backlog_max, STRESS_PACE_GIVE_UP_S);
+		return false;
+	}
+	return true;
 }
 
 #endif /* TR_STRESS_H */

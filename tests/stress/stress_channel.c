@@ -56,7 +56,6 @@ enum { MSG_PUB = 100, MSG_DIE = 1, MSG_MORE = 2 }; /* MSG_PUB + channel */
 #define CHUNK 64             /* publishes an actor publisher makes per message */
 #define CHURN_EVERY 64       /* publishes per churn operation, at most */
 #define BACKLOG_MAX (16u * 1024u)
-#define PACE_GIVE_UP_S 10.0
 #define BOUNDED_CAP 8
 #define SELF_REASON 4242
 #define DIE_REASON 4343
@@ -146,28 +145,7 @@ struct pub {
 	tr_test_latch *finished;
 };
 
-static atomic_bool pacing_off, give_up;
-
-static bool must_wait(double *since)
-{
-	tr_stats st;
-
-	if (atomic_load_explicit(&pacing_off, memory_order_relaxed) ||
-	    tr_system_stats(sys, &st) != TR_OK ||
-	    st.sent <= st.delivered + st.undelivered + BACKLOG_MAX) {
-		*since = 0;
-		return false;
-	}
-	if (*since == 0) {
-		*since = tr_test_now();
-	} else if (tr_test_now() - *since > PACE_GIVE_UP_S) {
-		if (!atomic_exchange(&pacing_off, true))
-			fprintf(stderr, "note: backlog stuck above %u for %.0f s, pacing off\n",
-				BACKLOG_MAX, PACE_GIVE_UP_S);
-		return false;
-	}
-	return true;
-}
+static atomic_bool give_up;
 
 #define BUF_MAX (sizeof(struct hdr) + 256u * 1024u)
 
@@ -227,7 +205,7 @@ static void *pub_thread(void *arg)
 
 	while (p->done < p->quota && !atomic_load(&give_up)) {
 		if (p->done % 256 == 0) {
-			while (must_wait(&p->since) && !atomic_load(&give_up))
+			while (stress_must_wait(sys, BACKLOG_MAX, &p->since) && !atomic_load(&give_up))
 				sleep_us(200);
 		}
 		publish_one(p);
@@ -244,7 +222,7 @@ static int pub_actor(void *state, tr_msg *m)
 	p->more_handled++;
 	if (tr_msg_type(m) != MSG_MORE)
 		p->bad_more++;
-	if (!must_wait(&p->since)) {
+	if (!stress_must_wait(sys, BACKLOG_MAX, &p->since)) {
 		for (int n = 0; n < CHUNK && p->done < p->quota; n++)
 			publish_one(p);
 	}

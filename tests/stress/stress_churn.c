@@ -42,40 +42,12 @@ enum { MSG_DATA = 1, MSG_DIE, MSG_MORE };
 #define CHUNK 64 /* sends an actor sender makes per message it handles */
 #define DEADLINE_S 120
 #define BACKLOG_MAX (64u * 1024u)
-#define PACE_GIVE_UP_S 10.0
 
 /* ---- checks ---- */
 
 /* ---- pacing ---- */
 
 static tr_system *sys;
-static atomic_bool pacing_off;
-
-/*
- * True while the backlog is too big and the caller should hold off. Reads
- * the runtime's counters only to steer the pace: if they stop moving for
- * PACE_GIVE_UP_S, pacing switches off for good and the final checks say why.
- */
-static bool must_wait(double *since)
-{
-	tr_stats st;
-
-	if (atomic_load_explicit(&pacing_off, memory_order_relaxed) ||
-	    tr_system_stats(sys, &st) != TR_OK ||
-	    st.sent <= st.delivered + st.undelivered + BACKLOG_MAX) {
-		*since = 0;
-		return false;
-	}
-	if (*since == 0) {
-		*since = tr_test_now();
-	} else if (tr_test_now() - *since > PACE_GIVE_UP_S) {
-		if (!atomic_exchange(&pacing_off, true))
-			fprintf(stderr, "note: backlog stuck above %u for %.0f s, pacing off\n",
-				BACKLOG_MAX, PACE_GIVE_UP_S);
-		return false;
-	}
-	return true;
-}
 
 /* ---- actors ---- */
 
@@ -237,7 +209,7 @@ static void *sender_thread(void *arg)
 
 	while (s->done < s->quota && !atomic_load(&give_up)) {
 		if (s->done % 1024 == 0) {
-			while (must_wait(&s->since) && !atomic_load(&give_up))
+			while (stress_must_wait(sys, BACKLOG_MAX, &s->since) && !atomic_load(&give_up))
 				sleep_us(200);
 		}
 		send_one(s);
@@ -254,7 +226,7 @@ static int sender_actor(void *state, tr_msg *m)
 
 	if (tr_msg_type(m) != MSG_MORE || !tr_ref_eq(tr_msg_sender(m), want))
 		s->bad_more++;
-	if (!must_wait(&s->since)) {
+	if (!stress_must_wait(sys, BACKLOG_MAX, &s->since)) {
 		for (n = 0; n < CHUNK && s->done < s->quota; n++)
 			send_one(s);
 	}

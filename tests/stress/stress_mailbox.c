@@ -35,7 +35,6 @@ enum { MSG_DATA = 1, MSG_END, MSG_MORE };
  * mailboxes are unbounded, so without this a slow receiver would let the
  * senders queue the whole run. */
 #define BACKLOG_MAX (64u * 1024u)
-#define PACE_GIVE_UP_S 10.0
 
 /* ---- checks ---- */
 
@@ -58,33 +57,6 @@ static uint64_t parse_scale(int argc, char **argv)
 /* ---- pacing ---- */
 
 static tr_system *sys;
-static atomic_bool pacing_off;
-
-/*
- * True while the backlog is too big and the caller should hold off. Reads
- * the runtime's counters only to steer the pace: if they stop moving for
- * PACE_GIVE_UP_S, pacing switches off for good and the final checks say why.
- */
-static bool must_wait(double *since)
-{
-	tr_stats st;
-
-	if (atomic_load_explicit(&pacing_off, memory_order_relaxed) ||
-	    tr_system_stats(sys, &st) != TR_OK ||
-	    st.sent <= st.delivered + st.undelivered + BACKLOG_MAX) {
-		*since = 0;
-		return false;
-	}
-	if (*since == 0) {
-		*since = tr_test_now();
-	} else if (tr_test_now() - *since > PACE_GIVE_UP_S) {
-		if (!atomic_exchange(&pacing_off, true))
-			fprintf(stderr, "note: backlog stuck above %u for %.0f s, pacing off\n",
-				BACKLOG_MAX, PACE_GIVE_UP_S);
-		return false;
-	}
-	return true;
-}
 
 /* ---- actors' common bookkeeping ---- */
 
@@ -295,7 +267,7 @@ static void *sender_thread(void *arg)
 	struct sender *s = arg;
 
 	while (!s->done && !atomic_load(&give_up)) {
-		while (must_wait(&s->since) && !atomic_load(&give_up))
+		while (stress_must_wait(sys, BACKLOG_MAX, &s->since) && !atomic_load(&give_up))
 			sleep_us(200);
 		send_chunk(s, CHUNK);
 	}
@@ -314,7 +286,7 @@ static int sender_actor(void *state, tr_msg *m)
 		s->wrong_sender++;
 	if (s->done)
 		return 0;
-	if (!must_wait(&s->since))
+	if (!stress_must_wait(sys, BACKLOG_MAX, &s->since))
 		send_chunk(s, CHUNK);
 	if (!s->done && !atomic_load(&give_up)) {
 		rc = tr_send(tr_self(), MSG_MORE, NULL, 0);
