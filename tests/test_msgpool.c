@@ -1,6 +1,6 @@
 /*
  * Message memory (runtime/msgpool.c): size classes, reuse without new slabs
- * in steady state, chains moving between caches through the depot, and
+ * in steady state, magazines moving between caches through the depots, and
  * concurrent producer/consumer threads that never get the same block twice.
  */
 #include <criterion/criterion.h>
