@@ -69,7 +69,7 @@ static void tr__msg_release(tr_system *sys, tr__mcache *mc, tr_msg *m)
  * a->stop_reason) but will never be delivered. Timer messages were never
  * counted as sent; runtime messages are never counted; requests, monitors
  * and links still get their answer. */
-static void tr__msg_discard(tr_system *sys, tr__mcache *mc, tr__actor *a, tr_msg *m)
+void tr__msg_discard_to(tr_system *sys, tr__mcache *mc, uint64_t self, int reason, tr_msg *m)
 {
 	if (m->flags & TR_MSG_F_TIMER)
 		(void)tr__timer_on_deliver(sys, m); /* frees a one-shot's timer */
@@ -78,8 +78,13 @@ static void tr__msg_discard(tr_system *sys, tr__mcache *mc, tr__actor *a, tr_msg
 		tr__count(sys, TR__C_DEAD_LETTERS, 1);
 	}
 	if (m->flags & (TR_MSG_F_SYSTEM | TR_MSG_F_REQUEST))
-		tr__ext_on_discard(sys, m, tr__actor_ref(sys, a), a->stop_reason);
+		tr__ext_on_discard(sys, m, self, reason);
 	tr__msg_release(sys, mc, m);
+}
+
+static void tr__msg_discard(tr_system *sys, tr__mcache *mc, tr__actor *a, tr_msg *m)
+{
+	tr__msg_discard_to(sys, mc, tr__actor_ref(sys, a), a->stop_reason, m);
 }
 
 /* Discards what is visible in a dead actor's mailbox; stops at a half-done
@@ -299,6 +304,7 @@ int tr__post(tr_system *sys, tr__actor *a, uint16_t flags, uint32_t type, uint64
 	     const void *data, size_t size)
 {
 	tr_msg *m = tr__msg_alloc(sys, (flags & TR_MSG_F_PTR) ? 0 : tr__msg_class_for(size));
+	tr__worker *w;
 
 	if (!m)
 		return TR_ENOMEM;
@@ -313,6 +319,16 @@ int tr__post(tr_system *sys, tr__actor *a, uint16_t flags, uint32_t type, uint64
 		m->size = (uint16_t)size;
 		if (size)
 			memcpy(m->u.bytes, data, size);
+	}
+	w = tr__ctx.worker;
+	if (w && w->out.on && w->sys == sys) {
+		if (!(flags & TR_MSG_F_SYSTEM)) {
+			tr__outbox_add(w, a, m);
+			return TR_OK;
+		}
+		/* runtime requests take effect at once, behind what this
+		 * worker holds for the same receiver */
+		tr__outbox_push_to(w, a);
 	}
 	if (tr__mpsc_push(&a->mb_head, &m->link))
 		tr__schedule(sys, a);
@@ -569,6 +585,14 @@ int tr_stop_self(int reason)
 	return TR_OK;
 }
 
+int tr_flush(void)
+{
+	if (!tr__ctx.actor)
+		return TR_ENOTACTOR;
+	tr__worker_before_block();
+	return TR_OK;
+}
+
 tr_ref tr_self(void) { return (tr_ref){tr__ctx.actor ? tr__ctx.self : 0}; }
 
 int tr_self_worker(void) { return tr__ctx.worker ? (int)tr__ctx.worker->index : -1; }
@@ -632,7 +656,8 @@ bool tr__actor_run(tr__worker *w, tr__actor *a)
 {
 	tr_system *sys = w->sys;
 	tr__mpsc_ends q = tr__mbox(a);
-	unsigned n = 0, batch = sys->cfg.batch;
+	unsigned n = 0, held = 0, batch = sys->cfg.batch;
+	uint64_t slice_start = 0;
 	tr__link *snapshot;
 	bool again;
 
@@ -640,6 +665,7 @@ bool tr__actor_run(tr__worker *w, tr__actor *a)
 	tr__ctx.sys = sys;
 	tr__ctx.self = atomic_load_explicit(&a->ident, memory_order_relaxed);
 	tr__count(sys, TR__C_RUNS, 1);
+	w->out.on = true;
 	/* Messages pushed after this point wait for the next run, so an actor
 	 * that sends to itself cannot keep its worker. */
 	snapshot = (tr__link *)(atomic_load_explicit(&a->mb_head, memory_order_acquire) &
@@ -647,6 +673,7 @@ bool tr__actor_run(tr__worker *w, tr__actor *a)
 	while (!(a->flags & TR__A_STOPPING) && n < batch) {
 		tr__link *l;
 		tr_msg *m;
+		bool user;
 		int rc;
 
 		if (atomic_load_explicit(&a->killed, memory_order_relaxed)) {
@@ -661,22 +688,44 @@ bool tr__actor_run(tr__worker *w, tr__actor *a)
 		if (!l || l == TR__MPSC_RETRY)
 			break;
 		m = (tr_msg *)l;
-		if (!(m->flags & TR_MSG_F_SYSTEM))
-			n++;
+		/* the next message was written by its sender's core: start
+		 * fetching it while this one is handled */
+		__builtin_prefetch(a->mb_tail);
+		user = !(m->flags & TR_MSG_F_SYSTEM);
+		n += user;
 		rc = tr__deliver(w, a, m);
 		tr__msg_release(sys, &w->cache, m);
+		/* sends wait at most TR__OUT_HOLD handled messages: few enough
+		 * for latency, enough that a forwarding actor pushes chains */
+		if (w->out.nused && ++held == TR__OUT_HOLD) {
+			tr__outbox_flush(w);
+			held = 0;
+		}
 		if (rc != 0)
 			tr__actor_request_stop(a, rc);
 		if (l == snapshot)
 			break;
+		/* the clock only once a run is long enough to need it, so a
+		 * short run (most of them) never reads it */
+		if (user && n % TR_SLICE_CHECK == 0) {
+			uint64_t now = tr__now_ns();
+			if (!slice_start)
+				slice_start = now;
+			else if (now - slice_start >= (uint64_t)sys->cfg.slice_us * 1000u)
+				break;
+		}
 	}
 	if (a->flags & TR__A_STOPPING) {
 		tr__actor_stop(w, a, a->stop_reason);
 		again = false;
+		tr__outbox_flush(w);
 	} else {
+		/* before the mark: a send to itself keeps the actor scheduled */
+		tr__outbox_flush(w);
 		/* after a successful mark the actor may already run elsewhere */
 		again = !tr__mpsc_mark_idle(q);
 	}
+	w->out.on = false;
 	tr__ctx.actor = NULL;
 	tr__ctx.self = 0;
 	return again;

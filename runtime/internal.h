@@ -14,6 +14,7 @@
 
 #include "mpsc.h"
 #include "msgpool.h"
+#include "outbox.h"
 #include "rcu.h"
 #include "runq.h"
 
@@ -142,6 +143,7 @@ typedef struct tr__worker {
 	uint32_t idx_cache[TR__IDX_CACHE];
 	tr__mcache cache;
 	pthread_t thread;
+	tr__outbox out;
 
 	tr__counters ctr;
 } tr__worker;
@@ -242,6 +244,10 @@ static inline tr__actor *tr__actor_at(tr_system *sys, uint32_t idx)
 /* ---- actor.c ---- */
 tr_msg *tr__msg_alloc(tr_system *sys, unsigned cls);
 void tr__msg_free(tr_system *sys, tr_msg *m); /* into the calling thread's cache */
+/* Destroys a message accepted for actor `self` (stopped with `reason`) that
+ * will never be delivered: counts a user message as an undelivered dead
+ * letter, answers requests, monitors and links. */
+void tr__msg_discard_to(tr_system *sys, tr__mcache *mc, uint64_t self, int reason, tr_msg *m);
 /* Resolves a reference to a live actor; inside a read-side section.
  * `user`: count refusals as dead letters; `any_state`: accept a system
  * that is not running (runtime messages during shutdown). */
@@ -353,6 +359,10 @@ static inline bool tr__ref_alive(tr_system *sys, uint64_t id)
 /* ---- worker.c ---- */
 void tr__schedule(tr_system *sys, tr__actor *a);
 void tr__wake_all(tr_system *sys);
+/* The calling thread may be a worker about to block inside a behaviour:
+ * publishes what its outbox holds and moves the actor in its next slot to
+ * its ring, where other workers can take it. Lock-free. */
+void tr__worker_before_block(void);
 void *tr__worker_main(void *arg);
 int tr__futex_wait(_Atomic uint32_t *addr, uint32_t expect, int64_t timeout_ns);
 void tr__futex_wake(_Atomic uint32_t *addr, int n);

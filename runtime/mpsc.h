@@ -44,17 +44,25 @@ static inline void tr__mpsc_init(tr__mpsc_ends q, bool idle)
 			      memory_order_release);
 }
 
-/* Any thread; wait-free. Returns true if the queue was idle (the caller must
- * now schedule the consumer). */
-static inline bool tr__mpsc_push(_Atomic(uintptr_t) *head, tr__link *n)
+/* Any thread; wait-free. Appends the chain first .. last, already linked
+ * through `next` by the caller, with one exchange. Returns true if the queue
+ * was idle (the caller must now schedule the consumer). */
+static inline bool tr__mpsc_push_chain(_Atomic(uintptr_t) *head, tr__link *first, tr__link *last)
 {
 	uintptr_t prev;
 
-	atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-	prev = atomic_exchange_explicit(head, (uintptr_t)n, memory_order_acq_rel);
-	atomic_store_explicit(&((tr__link *)(prev & ~TR__MPSC_IDLE))->next, n,
+	atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
+	prev = atomic_exchange_explicit(head, (uintptr_t)last, memory_order_acq_rel);
+	/* the release also publishes the links inside the chain */
+	atomic_store_explicit(&((tr__link *)(prev & ~TR__MPSC_IDLE))->next, first,
 			      memory_order_release);
 	return (prev & TR__MPSC_IDLE) != 0;
+}
+
+/* Any thread; wait-free. As tr__mpsc_push_chain for one node. */
+static inline bool tr__mpsc_push(_Atomic(uintptr_t) *head, tr__link *n)
+{
+	return tr__mpsc_push_chain(head, n, n);
 }
 
 /* Single consumer only. Returns the oldest node, NULL if empty, or

@@ -43,6 +43,7 @@ int tr_config_init(tr_config *cfg)
 	cfg->overflow = TR_OVERFLOW_REJECT;
 	cfg->spin_us = 50;
 	cfg->ask_timeout_ms = 5000;
+	cfg->slice_us = TR_SLICE_DEFAULT_US;
 	return TR_OK;
 }
 
@@ -138,6 +139,8 @@ int tr_system_new(const tr_config *cfg, tr_system **out)
 		c.spin_us = 50;
 	if (!c.ask_timeout_ms)
 		c.ask_timeout_ms = 5000;
+	if (!c.slice_us)
+		c.slice_us = TR_SLICE_DEFAULT_US;
 
 	sys = aligned_alloc(TR__CACHELINE, sizeof(*sys));
 	if (!sys)
@@ -284,6 +287,12 @@ int tr_system_shutdown(tr_system *sys, tr_shutdown_mode mode)
 	 * system running must not find its target stopped by the shutdown
 	 * (it would get TR_EDEAD instead of TR_ESHUTDOWN). */
 	tr__rcu_synchronize();
+	/* Sends a worker accepted but still holds (outbox.h) are not in
+	 * flight by the grace period's measure: wait for them to go out, so
+	 * that they still come before the stop requests. */
+	if (st != TR__S_CREATED)
+		for (unsigned i = 0; i < sys->nworkers; i++)
+			tr__outbox_wait(&sys->workers[i]);
 	atomic_store_explicit(&sys->abort, mode == TR_SHUTDOWN_IMMEDIATE, memory_order_relaxed);
 	if (st == TR__S_CREATED) {
 		tr__actor_stop_all_unstarted(sys);

@@ -33,6 +33,7 @@ int tr__futex_wait(_Atomic uint32_t *addr, uint32_t expect, int64_t timeout_ns)
 {
 	struct timespec ts, *tsp = NULL;
 
+	tr__worker_before_block(); /* what we wait for may need it */
 	if (timeout_ns >= 0) {
 		ts.tv_sec = (time_t)(timeout_ns / 1000000000);
 		ts.tv_nsec = (long)(timeout_ns % 1000000000);
@@ -46,6 +47,8 @@ void tr__futex_wake(_Atomic uint32_t *addr, int n)
 	(void)syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
+static void tr__ring_push_or_inject(tr__worker *w, tr__actor *a);
+
 static inline void tr__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -53,6 +56,20 @@ static inline void tr__cpu_relax(void)
 #elif defined(__aarch64__)
 	__asm__ __volatile__("yield");
 #endif
+}
+
+void tr__worker_before_block(void)
+{
+	tr__worker *w = tr__ctx.worker;
+	tr__actor *a;
+
+	if (!w)
+		return;
+	tr__outbox_flush(w);
+	if ((a = w->next_slot)) {
+		w->next_slot = NULL;
+		tr__ring_push_or_inject(w, a);
+	}
 }
 
 /* ---------------------------------------------------------------- waking */

@@ -91,6 +91,16 @@ int tr_stop(tr_ref ref);
  */
 int tr_stop_self(int reason);
 
+/*
+ * tr_flush: publish now the messages the calling actor has sent that its
+ * worker still holds (see tr_send), and let other workers run the actors
+ * they woke. Only needed by a behaviour that is about to block on something
+ * outside troupe (a lock, a condition variable) until a receiver reacts;
+ * troupe's own blocking calls (tr_future_wait...) do it themselves.
+ * Lock-free. Errors: TR_ENOTACTOR outside a behaviour, init or cleanup hook.
+ */
+int tr_flush(void);
+
 /* tr_self: the calling actor's reference; TR_REF_NONE outside actors. Wait-free. */
 tr_ref tr_self(void);
 

@@ -127,7 +127,15 @@ static inline void *tr_msg_take(tr_msg *m)
  * Progress: lock-free (one atomic exchange on the receiver's mailbox), except
  * a non-worker sender to a full bounded mailbox whose policy is
  * TR_OVERFLOW_WAIT: that sender blocks up to the actor's wait timeout.
- * Messages from one sender to one receiver arrive in the order sent.
+ * Messages from one sender to one receiver arrive in the order sent; there
+ * is no order between different senders, or between one sender's messages
+ * to different receivers.
+ *
+ * From a behaviour, a user message to an actor of the same system may be
+ * held by the worker and published with others to the same receiver (one
+ * atomic exchange for up to 64): at the latest after the actor has handled
+ * 16 more messages, when its run ends, when the thread blocks in troupe, or
+ * on tr_flush. Runtime requests (tr_stop, tr_monitor...) are never held.
  *
  * Returns TR_OK once the message is accepted: it will be delivered, or, if
  * the receiver stops first, destroyed and counted as an undelivered dead

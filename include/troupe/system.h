@@ -20,7 +20,14 @@ extern "C" {
 
 #define TR_SYSTEMS_MAX 255u
 #define TR_WORKERS_MAX 256u
-#define TR_BATCH_DEFAULT 100u
+/* An actor's run ends when its mailbox is empty, after `batch` messages, or
+ * after `slice_us` microseconds (checked every TR_SLICE_CHECK messages),
+ * whichever comes first. The slice is what keeps a busy actor from holding
+ * its worker; the count is only a backstop, high so that a receiver fed by
+ * several fast senders drains their bursts in one run. */
+#define TR_BATCH_DEFAULT 10000u
+#define TR_SLICE_DEFAULT_US 100u
+#define TR_SLICE_CHECK 16u
 /* Largest number of actors one system holds at once (24-bit actor slot). */
 #define TR_ACTORS_MAX (1u << 24)
 
@@ -46,12 +53,13 @@ typedef enum tr_shutdown_mode {
 
 typedef struct tr_config {
 	unsigned workers;          /* 0: the CPUs this process may run on (affinity mask) */
-	unsigned batch;            /* messages per actor run; 0: TR_BATCH_DEFAULT */
+	unsigned batch;            /* most messages per actor run; 0: TR_BATCH_DEFAULT */
 	uint32_t mailbox_capacity; /* default bound for new actors; 0: unbounded */
 	tr_overflow overflow;      /* default policy for bounded mailboxes */
 	uint32_t overflow_wait_ms; /* default wait for TR_OVERFLOW_WAIT */
 	unsigned spin_us;          /* idle spin before a worker parks; 0: 50 us */
 	uint32_t ask_timeout_ms;   /* default request timeout; 0: 5000 ms */
+	unsigned slice_us;         /* longest actor run; 0: TR_SLICE_DEFAULT_US */
 } tr_config;
 
 /* Counters of a whole system. Cheap to keep (per worker, summed when read). */
