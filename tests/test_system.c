@@ -889,6 +889,68 @@ Test(system, worker_stats)
 	tr_system_destroy(&sys);
 }
 
+/* A run ends after its time slice even when `batch` and the mailbox
+ * snapshot would let it go on: 200 queued messages of 500 us each take
+ * several runs (about 32 messages each), not one. */
+struct gate {
+	tr_test_latch entered, open;
+};
+
+static int gate_beh(void *state, tr_msg *m)
+{
+	struct gate *g = state;
+
+	(void)m;
+	tr_test_latch_count_down(&g->entered);
+	return tr_test_latch_wait(&g->open, WAIT_S) ? 0 : TR_ETIMEDOUT;
+}
+
+struct slow {
+	uint64_t handled, total;
+	tr_test_latch done;
+};
+
+static int slow_beh(void *state, tr_msg *m)
+{
+	struct slow *s = state;
+	struct timespec ts = { 0, 500000 };
+
+	(void)m;
+	nanosleep(&ts, NULL);
+	if (++s->handled == s->total)
+		tr_test_latch_count_down(&s->done);
+	return 0;
+}
+
+Test(system, a_long_run_ends_after_its_time_slice)
+{
+	enum { N = 200 };
+	tr_system *sys = sys_start(1);
+	struct gate g;
+	struct slow s = { .total = N };
+	tr_worker_stats ws;
+	tr_ref gate, slow;
+
+	tr_test_latch_init(&g.entered, 1);
+	tr_test_latch_init(&g.open, 1);
+	tr_test_latch_init(&s.done, 1);
+	cr_assert_eq(tr_spawn(sys, gate_beh, &g, &gate), TR_OK);
+	cr_assert_eq(tr_spawn(sys, slow_beh, &s, &slow), TR_OK);
+	send_ok(gate, T_GO);
+	cr_assert(tr_test_latch_wait(&g.entered, WAIT_S)); /* the only worker is held */
+	for (int i = 0; i < N; i++)
+		send_ok(slow, T_DATA);
+	tr_test_latch_count_down(&g.open);
+	cr_assert(tr_test_latch_wait(&s.done, WAIT_S));
+	cr_assert_eq(tr_system_worker_stats(sys, 0, &ws), TR_OK);
+	/* gate: one run; slow: N / 32 = 6 or more with the slice, 1 without */
+	cr_assert_geq(ws.runs, 1 + 5, "%lu runs", (unsigned long)ws.runs);
+	sys_finish(&sys);
+	tr_test_latch_destroy(&g.entered);
+	tr_test_latch_destroy(&g.open);
+	tr_test_latch_destroy(&s.done);
+}
+
 Test(system, null_arguments_are_einval)
 {
 	tr_system *sys = sys_new(1);
