@@ -1228,6 +1228,9 @@ static int bench_idle_bytes(struct bench_ctx *c, uint64_t n, uint64_t x)
 	tr_stats st;
 
 	(void)x;
+	/* the system was just started: let its threads finish starting (their
+	 * stacks, liburcu's registration) so that only the actors are counted */
+	nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
 	before = rss_bytes();
 	t0 = now();
 	for (uint64_t i = 0; i < n; i++)

@@ -110,20 +110,15 @@ static int tr__chunk_new_locked(tr_system *sys, uint32_t c)
 
 	if (chunk == MAP_FAILED)
 		return TR_ENOMEM;
-	for (uint32_t i = 0; i < TR__CHUNK_SIZE; i++) {
-		tr__actor *a = &chunk[i];
-		a->idx = c * TR__CHUNK_SIZE + i;
-		/* a per-system start makes a stale reference into a destroyed
-		 * system unlikely to match an actor of its successor */
-		a->gen = sys->gen_seed | 1u;
-		tr__mpsc_init(tr__mbox(a), true);
-	}
+	/* records are set up when first handed out: a page of the chunk is
+	 * touched (and resident) only once an actor lives on it */
 	atomic_store_explicit(&sys->chunks[c], chunk, memory_order_release);
 	return TR_OK;
 }
 
 static int tr__idx_take_locked(tr_system *sys, uint32_t *out)
 {
+	tr__actor *a;
 	int rc;
 
 	if (sys->free_head) {
@@ -136,6 +131,12 @@ static int tr__idx_take_locked(tr_system *sys, uint32_t *out)
 	if (sys->next_fresh % TR__CHUNK_SIZE == 0 &&
 	    (rc = tr__chunk_new_locked(sys, sys->next_fresh / TR__CHUNK_SIZE)) != TR_OK)
 		return rc;
+	a = tr__actor_at(sys, sys->next_fresh);
+	a->idx = sys->next_fresh;
+	/* a per-system start makes a stale reference into a destroyed system
+	 * unlikely to match an actor of its successor */
+	a->gen = sys->gen_seed | 1u;
+	tr__mpsc_init(tr__mbox(a), true);
 	*out = sys->next_fresh++;
 	return TR_OK;
 }
