@@ -698,7 +698,7 @@ bool tr__actor_run(tr__worker *w, tr__actor *a)
 		tr__msg_release(sys, &w->cache, m);
 		/* sends wait at most TR__OUT_HOLD handled messages: few enough
 		 * for latency, enough that a forwarding actor pushes chains */
-		if (w->out.nused && ++held == TR__OUT_HOLD) {
+		if (w->out.held && ++held == TR__OUT_HOLD) {
 			tr__outbox_flush(w);
 			held = 0;
 		}

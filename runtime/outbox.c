@@ -9,21 +9,24 @@ static inline unsigned tr__outbox_slot(const tr__actor *a)
 	return (unsigned)((uintptr_t)a / sizeof(tr__actor)) & (TR__OUT_SLOTS - 1);
 }
 
-/* Inside a read-side section. */
+/* Pushes what the slot holds (the slot stays claimed). Inside a read-side
+ * section. */
 static void tr__outq_push(tr__worker *w, tr__outq *q)
 {
 	tr__actor *a = q->to;
 	bool on = w->out.on;
 
-	q->to = NULL;
+	if (!q->n)
+		return;
+	q->n = 0;
 	if (q->id && atomic_load_explicit(&a->ident, memory_order_acquire) == q->id) {
 		if (tr__mpsc_push_chain(&a->mb_head, &q->first->link, &q->last->link))
 			tr__schedule(w->sys, a);
 		return;
 	}
-	/* The receiver stopped while its messages were held here. Answers
-	 * this sends (to askers, watchers) go straight out, not into the
-	 * outbox being walked. */
+	/* The receiver stopped while its messages were held here. What the
+	 * discards send (answers to askers and watchers) goes straight out,
+	 * not into the outbox being walked. */
 	w->out.on = false;
 	for (tr_msg *m = q->first, *next; m; m = next) {
 		next = m == q->last ? NULL : tr__mnext(m);
@@ -32,36 +35,60 @@ static void tr__outq_push(tr__worker *w, tr__outq *q)
 	w->out.on = on;
 }
 
+/* Pushes what every claimed slot holds and frees the slots. Inside a
+ * read-side section if anything is held. */
+static void tr__outbox_release_all(tr__worker *w)
+{
+	tr__outbox *o = &w->out;
+
+	for (unsigned i = 0; i < o->nused; i++) {
+		tr__outq *q = &o->q[o->used[i]];
+		tr__outq_push(w, q);
+		q->to = NULL;
+	}
+	o->nused = 0;
+}
+
 void tr__outbox_add(tr__worker *w, tr__actor *a, tr_msg *m)
 {
 	tr__outbox *o = &w->out;
 	unsigned slot = tr__outbox_slot(a);
 	tr__outq *q = &o->q[slot];
+	uint64_t id = atomic_load_explicit(&a->ident, memory_order_relaxed);
 
-	if (q->to == a) {
-		tr__mset_next(q->last, m);
+	/* same record and same incarnation: a chain for one that died must
+	 * not take messages for its successor */
+	if (q->to == a && q->id == id) {
+		if (q->n++ == 0) {
+			q->first = m;
+			if (!o->held) { /* odd: something is held (shutdown reads it) */
+				o->held = true;
+				atomic_store_explicit(&o->gen,
+						      atomic_load_explicit(&o->gen, memory_order_relaxed) + 1,
+						      memory_order_relaxed);
+			}
+		} else {
+			tr__mset_next(q->last, m);
+		}
 		q->last = m;
-		if (++q->n == TR__OUT_CHAIN)
+		if (q->n == TR__OUT_CHAIN)
 			tr__outq_push(w, q);
 		return;
 	}
+	/* The first message to a receiver goes straight out, so a behaviour
+	 * that sends one message (a reply, a forward) pays nothing for the
+	 * outbox; the slot is claimed, and what follows to it is held. */
 	if (q->to)
 		tr__outq_push(w, q); /* another receiver had the slot */
-	if (o->nused == TR__OUT_USED) {
-		/* every chain started since the last flush: push them now */
-		for (unsigned i = 0; i < o->nused; i++)
-			if (o->q[o->used[i]].to)
-				tr__outq_push(w, &o->q[o->used[i]]);
-		o->nused = 0;
-	}
-	if (o->nused == 0) /* odd: something is held (shutdown reads it) */
-		atomic_store_explicit(&o->gen, atomic_load_explicit(&o->gen, memory_order_relaxed) | 1u,
-				      memory_order_relaxed);
+	else if (o->nused == TR__OUT_USED)
+		tr__outbox_release_all(w);
+	if (!q->to)
+		o->used[o->nused++] = (uint16_t)slot;
 	q->to = a;
-	q->id = atomic_load_explicit(&a->ident, memory_order_relaxed);
-	q->first = q->last = m;
-	q->n = 1;
-	o->used[o->nused++] = (uint16_t)slot;
+	q->id = id;
+	q->n = 0;
+	if (tr__mpsc_push(&a->mb_head, &m->link))
+		tr__schedule(w->sys, a);
 }
 
 void tr__outbox_push_to(tr__worker *w, tr__actor *a)
@@ -75,21 +102,20 @@ void tr__outbox_push_to(tr__worker *w, tr__actor *a)
 void tr__outbox_flush(tr__worker *w)
 {
 	tr__outbox *o = &w->out;
-	uint32_t g;
 
-	if (!o->nused)
+	if (!o->held) {
+		for (unsigned i = 0; i < o->nused; i++)
+			o->q[o->used[i]].to = NULL;
+		o->nused = 0;
 		return;
-	tr__rcu_read_lock();
-	for (unsigned i = 0; i < o->nused; i++) {
-		tr__outq *q = &o->q[o->used[i]];
-		if (q->to)
-			tr__outq_push(w, q);
 	}
+	tr__rcu_read_lock();
+	tr__outbox_release_all(w);
 	tr__rcu_read_unlock();
-	o->nused = 0;
+	o->held = false;
 	/* even again; release: a waiter that sees it sees the pushes */
-	g = atomic_load_explicit(&o->gen, memory_order_relaxed);
-	atomic_store_explicit(&o->gen, g + 1, memory_order_release);
+	atomic_store_explicit(&o->gen, atomic_load_explicit(&o->gen, memory_order_relaxed) + 1,
+			      memory_order_release);
 }
 
 void tr__outbox_wait(tr__worker *w)

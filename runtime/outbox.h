@@ -7,9 +7,10 @@
  * on the receiver's mailbox head per message, and when two cores send to one
  * receiver that line moved between them on every message. Here a message a
  * worker sends to an actor of its own system while running an actor is
- * linked onto a per-receiver chain in the worker's outbox (runtime
- * messages, such as stop and monitor requests, go out at once, behind
- * whatever is held for the same receiver). A chain is pushed
+ * linked onto a per-receiver chain in the worker's outbox (the first one
+ * to each receiver goes out at once, so single sends cost nothing extra;
+ * runtime messages, such as stop and monitor requests, also go out at once,
+ * behind whatever is held for the same receiver). A chain is pushed
  * with one exchange when it holds TR__OUT_CHAIN messages or another receiver
  * needs its slot; everything is pushed after TR__OUT_HOLD handled messages,
  * when the run ends, before the runtime blocks the thread (futex), and on
@@ -46,14 +47,15 @@ struct tr__actor;
 struct tr__worker;
 
 typedef struct tr__outq {
-	struct tr__actor *to; /* NULL: slot empty */
-	uint64_t id;          /* to's ident when the chain began */
-	tr_msg *first, *last;
+	struct tr__actor *to; /* NULL: slot free */
+	uint64_t id;          /* to's ident when the slot was claimed */
+	tr_msg *first, *last; /* the chain held, if n > 0 */
 	uint32_t n;
 } tr__outq;
 
 typedef struct tr__outbox {
-	bool on; /* holding is allowed (the worker is running an actor) */
+	bool on;   /* holding is allowed (the worker is running an actor) */
+	bool held; /* some message was held since the last flush */
 	uint16_t nused;
 	_Atomic uint32_t gen; /* odd while something is held */
 	uint16_t used[TR__OUT_USED]; /* slots in the order their chains began */

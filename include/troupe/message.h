@@ -131,11 +131,12 @@ static inline void *tr_msg_take(tr_msg *m)
  * is no order between different senders, or between one sender's messages
  * to different receivers.
  *
- * From a behaviour, a user message to an actor of the same system may be
- * held by the worker and published with others to the same receiver (one
- * atomic exchange for up to 64): at the latest after the actor has handled
- * 16 more messages, when its run ends, when the thread blocks in troupe, or
- * on tr_flush. Runtime requests (tr_stop, tr_monitor...) are never held.
+ * From a behaviour, user messages after the first to the same receiver (an
+ * actor of the same system) may be held by the worker and published
+ * together (one atomic exchange for up to 64): at the latest after the
+ * actor has handled 16 more messages, when its run ends, when the thread
+ * blocks in troupe, or on tr_flush. Runtime requests (tr_stop,
+ * tr_monitor...) are never held.
  *
  * Returns TR_OK once the message is accepted: it will be delivered, or, if
  * the receiver stops first, destroyed and counted as an undelivered dead
