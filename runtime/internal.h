@@ -26,6 +26,7 @@
 #define TR__DEAD_BATCH 64u  /* dead actors per call_rcu */
 #define TR__LIFO_STREAK 3u  /* consecutive next-slot runs while others wait */
 #define TR__INJECT_EVERY 61u /* scheduling ticks between inject-queue checks */
+#define TR__STEAL_MAX 64u    /* actors one steal takes at most */
 
 /* ---- actor references: system slot (8) | generation (32) | actor slot (24) ---- */
 static inline uint64_t tr__ref_make(unsigned sys_slot, uint32_t gen, uint32_t idx)

@@ -2,9 +2,10 @@
  * Run queues: where scheduled actors wait for a worker.
  *
  * tr__ring: one per worker, a bounded ring of TR__RING_CAP slots. Only the
- * owner pushes (at tail); the owner and thieves pop single items at head with
- * one compare-and-swap on a 32-bit index, so stealing needs no double-width
- * CAS. FIFO, so an actor rescheduled after its batch goes behind the others.
+ * owner pushes (at tail); the owner pops single items and thieves take half
+ * the ring, both at head with one compare-and-swap on a 32-bit index, so
+ * stealing needs no double-width CAS. FIFO, so an actor rescheduled after its
+ * batch goes behind the others.
  *
  * tr__inject: one per system, an MPSC queue of actors (the actor's run_link
  * is the node) for threads that are not this system's workers and for ring
@@ -23,7 +24,7 @@
 
 #include "mpsc.h"
 
-#define TR__RING_CAP 256u
+#define TR__RING_CAP 1024u /* a wave of 1,000 spawns fits */
 #define TR__CACHELINE 64
 
 struct tr__actor;
@@ -67,6 +68,35 @@ static inline struct tr__actor *tr__ring_pop(tr__ring *r)
 							  memory_order_acq_rel,
 							  memory_order_acquire))
 			return a;
+	}
+}
+
+/* Thief only; lock-free. Takes half of what `r` holds (rounded up, at most
+ * `max`) into out[] with one CAS; returns how many (0 if empty). Same
+ * validation as tr__ring_pop: slots read before the CAS are discarded if
+ * it fails. */
+static inline unsigned tr__ring_steal(tr__ring *r, struct tr__actor **out, unsigned max)
+{
+	uint32_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+
+	for (;;) {
+		uint32_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+		uint32_t n = t - h;
+
+		if (n == 0)
+			return 0;
+		if (n > TR__RING_CAP) /* h went stale: the CAS will fail */
+			n = TR__RING_CAP;
+		n -= n / 2;
+		if (n > max)
+			n = max;
+		for (uint32_t i = 0; i < n; i++)
+			out[i] = atomic_load_explicit(&r->slot[(h + i) % TR__RING_CAP],
+						      memory_order_relaxed);
+		if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return n;
 	}
 }
 

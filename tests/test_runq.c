@@ -1,7 +1,7 @@
 /*
  * The per-worker run-queue ring (runtime/runq.h): FIFO for the owner, the
- * capacity bound, and owner + thieves popping concurrently: every pushed
- * item is taken exactly once.
+ * capacity bound, stealing half, and owner + thieves (single or half
+ * steals) taking concurrently: every pushed item is taken exactly once.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -59,6 +59,7 @@ typedef struct steal_test {
 	_Atomic unsigned char *taken; /* ITEMS counters */
 	_Atomic int done;
 	_Atomic unsigned total;
+	bool half; /* thieves take half the ring at a time */
 } steal_test;
 
 static void take(steal_test *t, struct tr__actor *a)
@@ -74,18 +75,24 @@ static void *thief(void *arg)
 	steal_test *t = arg;
 
 	for (;;) {
-		struct tr__actor *a = tr__ring_pop(t->r);
-		if (a)
-			take(t, a);
-		else if (atomic_load(&t->done) && tr__ring_len(t->r) == 0)
+		struct tr__actor *got[16];
+		unsigned n = 0;
+
+		if (t->half)
+			n = tr__ring_steal(t->r, got, 16);
+		else if ((got[0] = tr__ring_pop(t->r)))
+			n = 1;
+		for (unsigned i = 0; i < n; i++)
+			take(t, got[i]);
+		if (!n && atomic_load(&t->done) && tr__ring_len(t->r) == 0)
 			break;
 	}
 	return NULL;
 }
 
-Test(runq, owner_and_thieves_take_each_item_exactly_once, .timeout = 120)
+static void run_steal_test(bool half)
 {
-	steal_test t = {.r = ring_new()};
+	steal_test t = {.r = ring_new(), .half = half};
 	pthread_t th[THIEVES];
 
 	t.taken = calloc(ITEMS, 1);
@@ -110,4 +117,32 @@ Test(runq, owner_and_thieves_take_each_item_exactly_once, .timeout = 120)
 			     (unsigned)atomic_load(&t.taken[i]));
 	free(t.taken);
 	free(t.r);
+}
+
+Test(runq, owner_and_thieves_take_each_item_exactly_once, .timeout = 120)
+{
+	run_steal_test(false);
+}
+
+Test(runq, owner_and_half_stealing_thieves_take_each_item_exactly_once, .timeout = 120)
+{
+	run_steal_test(true);
+}
+
+Test(runq, steal_takes_the_oldest_half)
+{
+	tr__ring *r = ring_new();
+	struct tr__actor *got[64];
+
+	cr_assert_eq(tr__ring_steal(r, got, 64), 0, "empty");
+	for (uintptr_t i = 0; i < 9; i++)
+		cr_assert(tr__ring_push(r, item(i)));
+	cr_assert_eq(tr__ring_steal(r, got, 64), 5, "half of 9, rounded up");
+	for (uintptr_t i = 0; i < 5; i++)
+		cr_assert_eq(got[i], item(i));
+	cr_assert_eq(tr__ring_steal(r, got, 1), 1, "capped by max");
+	cr_assert_eq(got[0], item(5));
+	cr_assert_eq(tr__ring_pop(r), item(6));
+	cr_assert_eq(tr__ring_len(r), 2);
+	free(r);
 }
