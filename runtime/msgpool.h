@@ -89,18 +89,6 @@ void tr__mcache_free_slow(tr__msgpool *p, tr__mcache *mc, tr_msg *m);
 /* Gives every magazine a cache holds to the depots. Lock-free. */
 void tr__mcache_flush(tr__msgpool *p, tr__mcache *mc);
 
-/* Intrusive links of free-standing chains of messages (the outbox). */
-static inline tr_msg *tr__mnext(tr_msg *m)
-{
-	return (tr_msg *)atomic_load_explicit(&m->link.next, memory_order_relaxed);
-}
-
-static inline void tr__mset_next(tr_msg *m, tr_msg *next)
-{
-	/* link is tr_msg's first member, so the cast keeps NULL as NULL */
-	atomic_store_explicit(&m->link.next, (tr__link *)next, memory_order_relaxed);
-}
-
 /* Owner of the cache only. Wait-free except when the depot and the slabs are
  * empty (then it allocates a slab under a lock). NULL if out of memory. */
 static inline tr_msg *tr__mcache_alloc(tr__msgpool *p, tr__mcache *mc, unsigned cls)

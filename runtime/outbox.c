@@ -2,6 +2,18 @@
 
 #include "internal.h"
 
+/* Links of a held chain: plain stores, published by the push's release. */
+static inline tr_msg *tr__mnext(tr_msg *m)
+{
+	return (tr_msg *)atomic_load_explicit(&m->link.next, memory_order_relaxed);
+}
+
+static inline void tr__mset_next(tr_msg *m, tr_msg *next)
+{
+	/* link is tr_msg's first member, so the cast keeps NULL as NULL */
+	atomic_store_explicit(&m->link.next, (tr__link *)next, memory_order_relaxed);
+}
+
 /* From the address, not a->idx: that lives on the receiver's own line,
  * which its worker keeps writing (records are 128 B apart). */
 static inline unsigned tr__outbox_slot(const tr__actor *a)
