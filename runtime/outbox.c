@@ -47,20 +47,6 @@ static void tr__outq_push(tr__worker *w, tr__outq *q)
 	w->out.on = on;
 }
 
-/* Pushes what every claimed slot holds and frees the slots. Inside a
- * read-side section if anything is held. */
-static void tr__outbox_release_all(tr__worker *w)
-{
-	tr__outbox *o = &w->out;
-
-	for (unsigned i = 0; i < o->nused; i++) {
-		tr__outq *q = &o->q[o->used[i]];
-		tr__outq_push(w, q);
-		q->to = NULL;
-	}
-	o->nused = 0;
-}
-
 void tr__outbox_add(tr__worker *w, tr__actor *a, tr_msg *m)
 {
 	tr__outbox *o = &w->out;
@@ -92,10 +78,8 @@ void tr__outbox_add(tr__worker *w, tr__actor *a, tr_msg *m)
 	 * outbox; the slot is claimed, and what follows to it is held. */
 	if (q->to)
 		tr__outq_push(w, q); /* another receiver had the slot */
-	else if (o->nused == TR__OUT_USED)
-		tr__outbox_release_all(w);
-	if (!q->to)
-		o->used[o->nused++] = (uint16_t)slot;
+	else
+		o->used[o->nused++] = (uint16_t)slot; /* each slot listed once */
 	q->to = a;
 	q->id = id;
 	q->n = 0;
@@ -114,15 +98,20 @@ void tr__outbox_push_to(tr__worker *w, tr__actor *a)
 void tr__outbox_flush(tr__worker *w)
 {
 	tr__outbox *o = &w->out;
+	bool held = o->held;
 
-	if (!o->held) {
-		for (unsigned i = 0; i < o->nused; i++)
-			o->q[o->used[i]].to = NULL;
-		o->nused = 0;
-		return;
+	/* with nothing held, a flush only frees the slots: no section */
+	if (held)
+		tr__rcu_read_lock();
+	for (unsigned i = 0; i < o->nused; i++) {
+		tr__outq *q = &o->q[o->used[i]];
+		if (held)
+			tr__outq_push(w, q);
+		q->to = NULL;
 	}
-	tr__rcu_read_lock();
-	tr__outbox_release_all(w);
+	o->nused = 0;
+	if (!held)
+		return;
 	tr__rcu_read_unlock();
 	o->held = false;
 	/* even again; release: a waiter that sees it sees the pushes */

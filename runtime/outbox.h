@@ -40,7 +40,6 @@
 
 #define TR__OUT_SLOTS 256u /* receivers held at once, by record address */
 #define TR__OUT_CHAIN 64u  /* messages per receiver before an early push */
-#define TR__OUT_USED 256u  /* chains started between two flushes */
 #define TR__OUT_HOLD 16u   /* handled messages between two flushes */
 
 struct tr__actor;
@@ -58,7 +57,7 @@ typedef struct tr__outbox {
 	bool held; /* some message was held since the last flush */
 	uint16_t nused;
 	_Atomic uint32_t gen; /* odd while something is held */
-	uint16_t used[TR__OUT_USED]; /* slots in the order their chains began */
+	uint16_t used[TR__OUT_SLOTS]; /* claimed slots, in the order claimed */
 	tr__outq q[TR__OUT_SLOTS];
 } tr__outbox;
 

@@ -208,8 +208,8 @@ static void run_order(unsigned nrcv, uint64_t n)
 
 Test(outbox, a_burst_to_a_few_receivers_keeps_order) { run_order(3, 20000); }
 
-/* More receivers than the outbox has slots, and more chains than it tracks
- * between flushes: slots are taken over and chains pushed early. */
+/* More receivers than the outbox has slots: slots are taken over, their
+ * chains pushed early. */
 Test(outbox, more_receivers_than_slots_keep_order) { run_order(700, 5); }
 
 /* ---- runtime requests ---- */
